@@ -1,0 +1,1 @@
+"""The `conveyor` command line: typer commands, rich output, one module per command group."""

@@ -1,0 +1,1 @@
+"""Executors start a task's processes somewhere and report how they ended."""

@@ -1,0 +1,1 @@
+"""Pipelines: DAGs of shell tasks with resources, run durably in dependency order."""

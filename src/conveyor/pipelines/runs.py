@@ -1,0 +1,131 @@
+"""Creating runs from pipeline files, starting their engine in the background, describing them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conveyor.errors import UsageError
+from conveyor.pipelines.spec import Pipeline, load_pipeline
+from conveyor.pipelines.state import TaskStatus
+from conveyor.processes import owner_is_alive
+from conveyor.settings import Settings
+from conveyor.store.repository import RunRecord, Store
+
+
+def create_run(
+    store: Store,
+    settings: Settings,
+    path: str | Path,
+    skip: list[str] = (),
+    only: list[str] = (),
+    env: dict[str, str] | None = None,
+) -> str:
+    """Check the file and the options, then record a pending run; returns its id."""
+    path = Path(path).absolute()
+    pipeline = load_pipeline(path, settings.capacity)
+    names = [t.name for t in pipeline.tasks]
+    for option, chosen in (("--skip", skip), ("--only", only)):
+        unknown = [name for name in chosen if name not in names]
+        if unknown:
+            raise UsageError(
+                f"{option} {', '.join(unknown)}: no such task in {path.name};"
+                f" its tasks: {', '.join(names)}"
+            )
+    return store.create_run(
+        pipeline=pipeline.name,
+        pipeline_file=str(path),
+        spec_text=path.read_text(encoding="utf-8"),
+        options={"skip": list(skip), "only": list(only), "env": dict(env or {})},
+        task_statuses=initial_statuses(pipeline, skip, only),
+    )
+
+
+def initial_statuses(
+    pipeline: Pipeline, skip: list[str], only: list[str]
+) -> list[tuple[str, str, str | None]]:
+    """Each task's first status and why: skipped by the file, by --skip, or by --only."""
+    statuses = []
+    for task in pipeline.tasks:
+        if task.skip:
+            statuses.append((task.name, TaskStatus.SKIPPED, "skip: true in the pipeline file"))
+        elif task.name in skip:
+            statuses.append((task.name, TaskStatus.SKIPPED, "skipped with --skip"))
+        elif only and task.name not in only:
+            statuses.append((task.name, TaskStatus.SKIPPED, "not chosen with --only"))
+        else:
+            statuses.append((task.name, TaskStatus.PENDING, None))
+    return statuses
+
+
+def parse_env_pairs(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {pair!r}: write it as NAME=value")
+        env[key] = value
+    return env
+
+
+def start_detached(settings: Settings, run_id: str) -> Path:
+    """Execute the run in a background process of its own; returns the engine's log file."""
+    log_file = settings.runs_root / run_id / "engine.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "engine", run_id],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(os.environ, CONVEYOR_HOME=str(settings.home)),
+        )
+    return log_file
+
+
+def engine_state(run: RunRecord) -> str:
+    """`running` while a live engine holds the run; `interrupted` if its engine died."""
+    if run.status == "running" and (run.owner is None or owner_is_alive(run.owner) is False):
+        return "interrupted"
+    return run.status
+
+
+def run_as_json(run: RunRecord) -> dict:
+    return {
+        "id": run.id,
+        "pipeline": run.pipeline,
+        "status": run.status,
+        "message": run.message,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "tasks": [
+            {
+                "name": t.name,
+                "status": t.status,
+                "attempts": t.attempts,
+                "exit_code": t.exit_code,
+                "message": t.message,
+                "started_at": _iso(t.started_at),
+                "finished_at": _iso(t.finished_at),
+                "resources": t.resources,
+            }
+            for t in run.tasks
+        ],
+    }
+
+
+def run_summary_json(run: RunRecord) -> dict:
+    return {
+        "id": run.id,
+        "pipeline": run.pipeline,
+        "status": run.status,
+        "started_at": _iso(run.started_at),
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None

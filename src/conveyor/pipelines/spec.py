@@ -1,0 +1,316 @@
+"""The pipeline file: Backend.AI FastTrack's pipeline.yaml, loaded and checked before anything runs.
+
+`load_pipeline` returns a `Pipeline` or raises `SpecError` with every problem
+found, each as `file:line: field: message`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from conveyor.errors import SpecError
+from conveyor.pipelines import graph
+from conveyor.pipelines.resources import (
+    Capacity,
+    Request,
+    parse_duration,
+    parse_size,
+    why_never_fits,
+)
+from conveyor.pipelines.yaml_lines import LocatedDocument, YamlSyntaxError, load_located
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _scalar_to_str(value: Any) -> Any:
+    """YAML turns `1` and `true` into numbers and booleans; environment values are strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+def _size(value: Any) -> int:
+    return parse_size(value)
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+EnvValue = Annotated[str, BeforeValidator(_scalar_to_str)]
+Size = Annotated[int, BeforeValidator(_size)]
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Environment(_Strict):
+    envs: dict[str, EnvValue] = Field(default_factory=dict)
+
+
+class TaskEnvironment(_Strict):
+    image: str | None = None
+    scaling_group: str | None = Field(default=None, alias="scaling-group")
+    project: str | None = None  # FastTrack metadata, kept
+    envs: dict[str, EnvValue] = Field(default_factory=dict)
+
+
+class Resources(_Strict):
+    cpu: float = Field(default=1.0, gt=0)
+    mem: Size = 0
+    cuda_shares: float = Field(default=0.0, ge=0, alias="cuda.shares")
+
+    def request(self) -> Request:
+        return Request(cpu=self.cpu, mem=self.mem, gpu_shares=self.cuda_shares)
+
+
+class ResourceOpts(_Strict):
+    shmem: Size = 0
+
+
+class Retry(_Strict):
+    max_attempts: int = Field(default=1, ge=1)
+    delay: Duration = 0.0
+
+
+class Mount(_Strict):
+    folder: str
+    alias: str
+
+
+def _parse_mount(value: Any) -> Any:
+    """`folder` or `folder:alias`; an alias written as /home/work/x means x."""
+    if not isinstance(value, str):
+        return value
+    folder, _, alias = value.partition(":")
+    alias = alias.removeprefix("/home/work/").strip("/") or folder
+    return {"folder": folder, "alias": alias}
+
+
+class Task(_Strict):
+    name: str
+    description: str | None = ""
+    type: str = "Custom Task"
+    cluster_mode: Literal["single-node", "multi-node"] = "single-node"
+    cluster_size: int = Field(default=1, ge=1)
+    module_uri: str | None = ""  # FastTrack metadata, kept
+    command: str
+    environment: TaskEnvironment = Field(default_factory=TaskEnvironment)
+    resources: Resources = Field(default_factory=Resources)
+    resource_opts: ResourceOpts = Field(default_factory=ResourceOpts)
+    dependencies: list[str] = Field(default_factory=list)
+    mounts: list[Annotated[Mount, BeforeValidator(_parse_mount)]] = Field(default_factory=list)
+    skip: bool = False
+    retry: Retry = Field(default_factory=Retry)
+    continue_on_failure: bool = False
+    timeout: Duration | None = None
+    workdir: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a task name; use letters, digits, '-', '_' or '.'"
+            )
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the command is empty; write the shell command the task runs")
+        return value
+
+    @field_validator("mounts")
+    @classmethod
+    def _mounts_are_folders(cls, mounts: list[Mount]) -> list[Mount]:
+        for mount in mounts:
+            for part in (mount.folder, mount.alias):
+                if not _NAME.match(part):
+                    raise ValueError(
+                        f"{part!r} is not a folder name; write `folder` or `folder:alias`"
+                        " with letters, digits, '-', '_' or '.'"
+                    )
+        return mounts
+
+    @model_validator(mode="after")
+    def _cluster_is_consistent(self) -> Task:
+        if self.cluster_mode == "single-node" and self.cluster_size != 1:
+            raise ValueError(
+                f"cluster_size is {self.cluster_size} but cluster_mode is single-node;"
+                " set cluster_mode: multi-node or cluster_size: 1"
+            )
+        return self
+
+    @property
+    def copies(self) -> int:
+        """Processes the task starts: one per node of its cluster."""
+        return self.cluster_size
+
+
+class Pipeline(_Strict):
+    version: EnvValue = "1"
+    name: str
+    description: str | None = ""
+    ownership: dict[str, Any] | None = None  # FastTrack metadata, kept
+    environment: Environment = Field(default_factory=Environment)
+    tasks: list[Task] = Field(min_length=1)
+
+    def task(self, name: str) -> Task:
+        return next(t for t in self.tasks if t.name == name)
+
+    @property
+    def dependencies(self) -> dict[str, list[str]]:
+        return {t.name: list(t.dependencies) for t in self.tasks}
+
+
+def load_pipeline(path: str | Path, capacity: Capacity | None = None) -> Pipeline:
+    """Read and check a pipeline file; `capacity` adds the check that every task can ever fit."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([f"{path}: no such file; give the path of a pipeline.yaml"]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError([f"{path}: cannot be read: {err}"]) from None
+    return parse_pipeline(text, str(path), capacity)
+
+
+def parse_pipeline(text: str, source: str, capacity: Capacity | None = None) -> Pipeline:
+    try:
+        doc = load_located(text)
+    except YamlSyntaxError as err:
+        raise SpecError([f"{source}:{err.line}: not valid YAML: {err}"]) from None
+    problems = [
+        f"{source}:{line}: {_field(doc, key)}: the key appears twice; keep one"
+        for key, line in doc.duplicate_keys
+    ]
+    if not isinstance(doc.data, dict):
+        raise SpecError(
+            problems + [f"{source}:1: the file must be a mapping with `name` and `tasks`"]
+        )
+    try:
+        pipeline = Pipeline.model_validate(doc.data)
+    except ValidationError as err:
+        problems += [_describe(doc, source, e) for e in err.errors()]
+        raise SpecError(problems) from None
+    problems += _check_graph(pipeline, doc, source)
+    if capacity is not None:
+        problems += _check_capacity(pipeline, doc, source, capacity)
+    if problems:
+        raise SpecError(problems)
+    return pipeline
+
+
+def _check_graph(pipeline: Pipeline, doc: LocatedDocument, source: str) -> list[str]:
+    problems = []
+    seen: set[str] = set()
+    for i, task in enumerate(pipeline.tasks):
+        if task.name in seen:
+            line = doc.line_of(("tasks", i, "name"))
+            problems.append(f"{source}:{line}: tasks[{i}].name: {task.name!r} is used by"
+                            " another task; task names must be unique")
+        seen.add(task.name)
+    for i, task in enumerate(pipeline.tasks):
+        for j, dep in enumerate(task.dependencies):
+            where = f"{source}:{doc.line_of(('tasks', i, 'dependencies', j))}"
+            if dep not in seen:
+                problems.append(f"{where}: tasks[{task.name}].dependencies: {dep!r} is not a task"
+                                f" of this pipeline; known tasks: {', '.join(sorted(seen))}")
+            elif dep == task.name:
+                problems.append(f"{where}: tasks[{task.name}].dependencies: a task cannot depend"
+                                " on itself")
+    if problems:
+        return problems
+    cycle = graph.find_cycle(pipeline.dependencies)
+    if cycle:
+        first = next(i for i, t in enumerate(pipeline.tasks) if t.name == cycle[0])
+        line = doc.line_of(("tasks", first, "dependencies"))
+        problems.append(f"{source}:{line}: tasks[{cycle[0]}].dependencies: dependency cycle "
+                        f"{' -> '.join(cycle + [cycle[0]])}; remove one of these dependencies")
+    return problems
+
+
+def _check_capacity(
+    pipeline: Pipeline, doc: LocatedDocument, source: str, capacity: Capacity
+) -> list[str]:
+    problems = []
+    for i, task in enumerate(pipeline.tasks):
+        reason = why_never_fits(task.resources.request(), task.copies, capacity)
+        if reason:
+            line = doc.line_of(("tasks", i, "resources"))
+            nodes = f" ({task.copies} nodes)" if task.copies > 1 else ""
+            problems.append(
+                f"{source}:{line}: tasks[{task.name}].resources: {reason}{nodes}; lower it,"
+                f" or declare a bigger machine with CONVEYOR_CAPACITY (now {capacity.describe()})"
+            )
+    return problems
+
+
+def _field(doc: LocatedDocument, path: tuple) -> str:
+    """`tasks[train].resources.mem`: list items named by their task name when there is one."""
+    out = ""
+    for depth, part in enumerate(path):
+        if isinstance(part, int):
+            label = part
+            if path[:depth] == ("tasks",) and isinstance(doc.data, dict):
+                tasks = doc.data.get("tasks")
+                if isinstance(tasks, list) and part < len(tasks) and isinstance(tasks[part], dict):
+                    name = tasks[part].get("name")
+                    label = name if isinstance(name, str) and _NAME.match(name) else part
+            out += f"[{label}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(doc: LocatedDocument, source: str, error: dict) -> str:
+    path = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        model_path = path[:-1]
+        known = _known_keys(model_path)
+        hint = f"; known keys here: {', '.join(known)}" if known else ""
+        message = f"unknown key{hint}"
+    elif kind == "missing":
+        message = "is required"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+        if "input" in error and not isinstance(error["input"], (dict, list)):
+            message = f"{message} (got {error['input']!r})"
+    return f"{source}:{doc.line_of(path)}: {_field(doc, path)}: {message}"
+
+
+def _known_keys(model_path: tuple) -> list[str]:
+    """Keys the model at `model_path` accepts, by their YAML spelling."""
+    model: type[BaseModel] = Pipeline
+    for part in model_path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        annotation = getattr(field, "annotation", None)
+        inner = getattr(annotation, "__args__", (annotation,))
+        nested = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nested is None:
+            return []
+        model = nested
+    return [f.alias or name for name, f in model.model_fields.items()]

@@ -1,0 +1,88 @@
+"""Settings: `$CONVEYOR_HOME/config.yaml`, overridden by `CONVEYOR_*` environment variables.
+
+`CONVEYOR_HOME` (default `~/.conveyor`) holds all of Conveyor's state, so
+pointing it elsewhere isolates everything: the SQLite store, runs' output and
+work folders, and the storage folders that tasks mount.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from conveyor.errors import ConfigError
+from conveyor.pipelines.resources import Capacity
+
+
+class _ConfigFile(BaseModel):
+    """What config.yaml may hold; every key is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    db_url: str | None = None
+    storage_root: str | None = None
+    capacity: str | dict[str, str | int | float] | None = None
+    kill_grace: float | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    db_url: str
+    storage_root: Path  # named storage folders live here
+    capacity: Capacity
+    kill_grace: float  # seconds between SIGTERM and SIGKILL when a task is stopped
+
+    @property
+    def runs_root(self) -> Path:
+        return self.home / "runs"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    home = Path(env.get("CONVEYOR_HOME") or Path.home() / ".conveyor").expanduser().absolute()
+    file = _read_config(home / "config.yaml")
+    capacity = Capacity.detect()
+    if file.capacity is not None:
+        text = file.capacity if isinstance(file.capacity, str) else ",".join(
+            f"{k}={v}" for k, v in file.capacity.items()
+        )
+        capacity = Capacity.parse(text, base=capacity)
+    if env.get("CONVEYOR_CAPACITY"):
+        capacity = Capacity.parse(env["CONVEYOR_CAPACITY"], base=capacity)
+    db_url = env.get("CONVEYOR_DB_URL") or file.db_url or f"sqlite:///{home / 'conveyor.db'}"
+    storage = env.get("CONVEYOR_STORAGE_ROOT") or file.storage_root or str(home / "folders")
+    grace = env.get("CONVEYOR_KILL_GRACE") or file.kill_grace or 10.0
+    try:
+        kill_grace = float(grace)
+    except ValueError:
+        raise ConfigError(f"CONVEYOR_KILL_GRACE={grace!r} is not a number of seconds") from None
+    return Settings(
+        home=home,
+        db_url=db_url,
+        storage_root=Path(storage).expanduser().absolute(),
+        capacity=capacity,
+        kill_grace=kill_grace,
+    )
+
+
+def _read_config(path: Path) -> _ConfigFile:
+    if not path.exists():
+        return _ConfigFile()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return _ConfigFile.model_validate(data)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"{path}: {field}: {first['msg']}; known keys: db_url, storage_root, capacity,"
+            " kill_grace"
+        ) from None
