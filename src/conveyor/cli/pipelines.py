@@ -103,9 +103,11 @@ def resume(run_id: RunArg, detach: Annotated[bool, typer.Option()] = False,
 
 
 def engine(run_id: str) -> None:
-    """Execute a run in this process (what --detach starts)."""
+    """Execute a run in this process (what --detach starts); SIGTERM cancels it."""
     settings, store = _open()
-    final = RunEngine(store, settings, run_id).execute()
+    engine_ = RunEngine(store, settings, run_id)
+    signal.signal(signal.SIGTERM, lambda *_: engine_.cancel())
+    final = engine_.execute()
     raise typer.Exit(0 if final == RunStatus.SUCCEEDED else 1)
 
 

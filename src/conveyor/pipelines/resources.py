@@ -153,17 +153,16 @@ class Grant:
 
 def why_never_fits(request: Request, copies: int, capacity: Capacity) -> str | None:
     """Why `copies` processes asking for `request` could never run together here, or None."""
+    reasons = []
     if request.cpu * copies > capacity.cpu:
-        return f"asks for {request.cpu * copies:g} CPUs but the machine has {capacity.cpu:g}"
+        reasons.append(f"{request.cpu * copies:g} CPUs (the machine has {capacity.cpu:g})")
     if request.mem * copies > capacity.mem:
-        return (
-            f"asks for {format_size(request.mem * copies)} of memory"
-            f" but the machine has {format_size(capacity.mem)}"
-        )
+        reasons.append(f"{format_size(request.mem * copies)} of memory"
+                       f" (the machine has {format_size(capacity.mem)})")
     shares = request.gpu_shares * copies
     if shares > capacity.gpus:
-        return f"asks for {shares:g} GPU shares but the machine has {capacity.gpus} GPU(s)"
-    return None
+        reasons.append(f"{shares:g} GPU shares (the machine has {capacity.gpus} GPUs)")
+    return "asks for " + " and ".join(reasons) if reasons else None
 
 
 @dataclass

@@ -137,6 +137,7 @@ class _Drive:
             env_overrides=dict(run.options.get("env", {})),
             settings=engine._settings,
         )
+        self.tasks = {task.name: task for task in self.pipeline.tasks}
         self.pool = ResourcePool(engine._settings.capacity)
         self.order = graph.topological_order(self.pipeline.dependencies)
         self.status = {t.name: T(t.status) for t in run.tasks}
@@ -225,7 +226,7 @@ class _Drive:
             if self.status[name] not in (T.PENDING, T.WAITING):
                 continue
             blocker = next(
-                (dep for dep in self.pipeline.task(name).dependencies if self._blocks(dep)), None
+                (dep for dep in self.tasks[name].dependencies if self._blocks(dep)), None
             )
             if blocker:
                 self.not_before.pop(name, None)
@@ -235,13 +236,13 @@ class _Drive:
     def _blocks(self, dep: str) -> bool:
         status = self.status[dep]
         if status == T.FAILED:
-            return not self.pipeline.task(dep).continue_on_failure
+            return not self.tasks[dep].continue_on_failure
         return status in (T.UPSTREAM_FAILED, T.CANCELLED)
 
     def _satisfied(self, dep: str) -> bool:
         status = self.status[dep]
         return status.done_well or (
-            status == T.FAILED and self.pipeline.task(dep).continue_on_failure
+            status == T.FAILED and self.tasks[dep].continue_on_failure
         )
 
     # starting
@@ -251,7 +252,7 @@ class _Drive:
         for name in self.order:
             if self.status[name] not in (T.PENDING, T.WAITING):
                 continue
-            task = self.pipeline.task(name)
+            task = self.tasks[name]
             if not all(self._satisfied(dep) for dep in task.dependencies):
                 continue
             if self.not_before.get(name, 0) > now:
@@ -389,7 +390,7 @@ class _Drive:
             return RunStatus.CANCELLED
         for name in self.order:
             status = self.status[name]
-            if status == T.FAILED and not self.pipeline.task(name).continue_on_failure:
+            if status == T.FAILED and not self.tasks[name].continue_on_failure:
                 return RunStatus.FAILED
             if status in (T.UPSTREAM_FAILED, T.CANCELLED):
                 return RunStatus.FAILED

@@ -206,42 +206,63 @@ def parse_pipeline(text: str, source: str, capacity: Capacity | None = None) -> 
         raise SpecError(
             problems + [f"{source}:1: the file must be a mapping with `name` and `tasks`"]
         )
+    problems += _check_graph(doc, source)
     try:
         pipeline = Pipeline.model_validate(doc.data)
     except ValidationError as err:
         problems += [_describe(doc, source, e) for e in err.errors()]
-        raise SpecError(problems) from None
-    problems += _check_graph(pipeline, doc, source)
+        raise SpecError(sorted(problems, key=_line_number)) from None
     if capacity is not None:
         problems += _check_capacity(pipeline, doc, source, capacity)
     if problems:
-        raise SpecError(problems)
+        raise SpecError(sorted(problems, key=_line_number))
     return pipeline
 
 
-def _check_graph(pipeline: Pipeline, doc: LocatedDocument, source: str) -> list[str]:
+def _line_number(problem: str) -> int:
+    parts = problem.split(":")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def _raw_dependencies(doc: LocatedDocument) -> dict[int, tuple[str, list]]:
+    """Task index -> (name, dependencies) from the raw YAML, so graph problems are found
+    even when other fields are wrong."""
+    tasks = doc.data.get("tasks") if isinstance(doc.data, dict) else None
+    found = {}
+    for i, task in enumerate(tasks if isinstance(tasks, list) else []):
+        if isinstance(task, dict) and isinstance(task.get("name"), str):
+            deps = task.get("dependencies") or []
+            found[i] = (task["name"], deps if isinstance(deps, list) else [])
+    return found
+
+
+def _check_graph(doc: LocatedDocument, source: str) -> list[str]:
+    tasks = _raw_dependencies(doc)
     problems = []
     seen: set[str] = set()
-    for i, task in enumerate(pipeline.tasks):
-        if task.name in seen:
+    for i, (name, _) in tasks.items():
+        if name in seen:
             line = doc.line_of(("tasks", i, "name"))
-            problems.append(f"{source}:{line}: tasks[{i}].name: {task.name!r} is used by"
+            problems.append(f"{source}:{line}: tasks[{i}].name: {name!r} is used by"
                             " another task; task names must be unique")
-        seen.add(task.name)
-    for i, task in enumerate(pipeline.tasks):
-        for j, dep in enumerate(task.dependencies):
+        seen.add(name)
+    for i, (name, deps) in tasks.items():
+        for j, dep in enumerate(deps):
             where = f"{source}:{doc.line_of(('tasks', i, 'dependencies', j))}"
+            if not isinstance(dep, str):
+                continue  # the schema check reports it
             if dep not in seen:
-                problems.append(f"{where}: tasks[{task.name}].dependencies: {dep!r} is not a task"
+                problems.append(f"{where}: tasks[{name}].dependencies: {dep!r} is not a task"
                                 f" of this pipeline; known tasks: {', '.join(sorted(seen))}")
-            elif dep == task.name:
-                problems.append(f"{where}: tasks[{task.name}].dependencies: a task cannot depend"
+            elif dep == name:
+                problems.append(f"{where}: tasks[{name}].dependencies: a task cannot depend"
                                 " on itself")
     if problems:
         return problems
-    cycle = graph.find_cycle(pipeline.dependencies)
+    graph_of = {name: [d for d in deps if isinstance(d, str)] for name, deps in tasks.values()}
+    cycle = graph.find_cycle(graph_of)
     if cycle:
-        first = next(i for i, t in enumerate(pipeline.tasks) if t.name == cycle[0])
+        first = next(i for i, (name, _) in tasks.items() if name == cycle[0])
         line = doc.line_of(("tasks", first, "dependencies"))
         problems.append(f"{source}:{line}: tasks[{cycle[0]}].dependencies: dependency cycle "
                         f"{' -> '.join(cycle + [cycle[0]])}; remove one of these dependencies")

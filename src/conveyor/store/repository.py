@@ -14,12 +14,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from conveyor.errors import ConfigError, NotFoundError
 from conveyor.store.models import attempts, events, log_lines, metadata, runs, tasks
+
+
+# Statements on the engine's hot path, built once: keys of the parameters that name columns
+# become the SET clause; the b_ parameters fill the WHERE clause.
+_MOVE_TASK = update(tasks).where(
+    tasks.c.run_id == bindparam("b_run"),
+    tasks.c.name == bindparam("b_name"),
+    tasks.c.status == bindparam("b_old"),
+)
+_UPDATE_ATTEMPT = update(attempts).where(attempts.c.id == bindparam("b_id"))
+_ADD_EVENT = insert(events)
+_ADD_ATTEMPT = insert(attempts)
 
 
 def now() -> datetime:
@@ -241,14 +253,13 @@ class Store:
 
     def _move(self, conn, run_id, name, old, new, message, values) -> bool:
         result = conn.execute(
-            update(tasks)
-            .where(tasks.c.run_id == run_id, tasks.c.name == name, tasks.c.status == old)
-            .values(status=new, **values)
+            _MOVE_TASK, {"b_run": run_id, "b_name": name, "b_old": old, "status": new, **values}
         )
         if result.rowcount != 1:
             return False
         conn.execute(
-            insert(events).values(run_id=run_id, task=name, status=new, message=message, at=now())
+            _ADD_EVENT,
+            {"run_id": run_id, "task": name, "status": new, "message": message, "at": now()},
         )
         return True
 
@@ -266,18 +277,15 @@ class Store:
             if not moved:
                 return None
             result = conn.execute(
-                insert(attempts).values(
-                    run_id=run_id, task=name, number=number, host=host,
-                    processes=[], resources=resources, started_at=at,
-                )
+                _ADD_ATTEMPT,
+                {"run_id": run_id, "task": name, "number": number, "host": host,
+                 "processes": [], "resources": resources, "started_at": at},
             )
             return result.inserted_primary_key[0]
 
     def record_processes(self, attempt_id: int, processes: list[dict]) -> None:
         with self._write() as conn:
-            conn.execute(
-                update(attempts).where(attempts.c.id == attempt_id).values(processes=processes)
-            )
+            conn.execute(_UPDATE_ATTEMPT, {"b_id": attempt_id, "processes": processes})
 
     def finish_attempt(
         self,
@@ -296,8 +304,8 @@ class Store:
             task_values["finished_at"] = at
         with self._write() as conn:
             conn.execute(
-                update(attempts).where(attempts.c.id == attempt_id)
-                .values(finished_at=at, exit_code=exit_code, outcome=outcome)
+                _UPDATE_ATTEMPT,
+                {"b_id": attempt_id, "finished_at": at, "exit_code": exit_code, "outcome": outcome},
             )
             self._move(conn, run_id, name, "running", new_status, message, task_values)
 

@@ -1,0 +1,81 @@
+"""Every test gets its own CONVEYOR_HOME, a declared machine size and a short kill grace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conveyor.pipelines.runs import create_run
+from conveyor.pipelines.scheduler import RunEngine
+from conveyor.settings import Settings, load_settings
+from conveyor.store.repository import RunRecord, Store
+
+FASTTRACK_EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fasttrack-examples"
+
+
+@pytest.fixture(autouse=True)
+def conveyor_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("CONVEYOR_HOME", str(home))
+    monkeypatch.setenv("CONVEYOR_CAPACITY", "cpu=4,mem=8g,gpu=0")
+    monkeypatch.setenv("CONVEYOR_KILL_GRACE", "2")
+    monkeypatch.delenv("CONVEYOR_DB_URL", raising=False)
+    monkeypatch.delenv("CONVEYOR_STORAGE_ROOT", raising=False)
+    return home
+
+
+@pytest.fixture
+def settings(conveyor_home: Path) -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def store(settings: Settings):
+    store = Store(settings.db_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def write_pipeline(tmp_path: Path):
+    """Write YAML (dedented) to a pipeline file in its own folder and return the path."""
+
+    def write(text: str, name: str = "pipeline.yaml") -> Path:
+        folder = tmp_path / "project"
+        folder.mkdir(exist_ok=True)
+        path = folder / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def execute(store: Store, settings: Settings):
+    """Create a run from a file and drive it to the end in this process."""
+
+    def run(path: Path, **options) -> RunRecord:
+        run_id = create_run(store, settings, path, **options)
+        RunEngine(store, settings, run_id).execute()
+        return store.get_run(run_id)
+
+    return run
+
+
+@pytest.fixture
+def cli(conveyor_home: Path):
+    """The real `conveyor` command in a subprocess, with this test's environment."""
+
+    def call(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "conveyor", *map(str, args)],
+            capture_output=True, text=True, timeout=timeout, env=dict(os.environ), **kwargs,
+        )
+
+    return call
+
