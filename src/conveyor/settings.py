@@ -52,7 +52,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         text = file.capacity if isinstance(file.capacity, str) else ",".join(
             f"{k}={v}" for k, v in file.capacity.items()
         )
-        capacity = Capacity.parse(text, base=capacity)
+        try:
+            capacity = Capacity.parse(text, base=capacity)
+        except ConfigError as err:
+            raise ConfigError(f"{home / 'config.yaml'}: {err}") from None
     if env.get("CONVEYOR_CAPACITY"):
         capacity = Capacity.parse(env["CONVEYOR_CAPACITY"], base=capacity)
     db_url = env.get("CONVEYOR_DB_URL") or file.db_url or f"sqlite:///{home / 'conveyor.db'}"

@@ -382,3 +382,21 @@ def _wait_for(condition, timeout: float = 20) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
+
+
+def test_output_is_readable_while_the_task_runs(write_pipeline, store, settings):
+    path = write_pipeline("""
+        name: chatty
+        tasks:
+        - {name: t, command: "echo early; sleep 30"}
+    """)
+    run_id = create_run(store, settings, path)
+    engine = RunEngine(store, settings, run_id)
+    worker = threading.Thread(target=engine.execute)
+    worker.start()
+    try:
+        _wait_for(lambda: [line.text for line in store.read_logs(run_id, "t")] == ["early"])
+        assert store.get_run(run_id).task("t").status == "running"
+    finally:
+        engine.cancel()
+        worker.join(20)
