@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(BIN)/conveyor run examples/hello/pipeline.yaml
+	@run=$$($(BIN)/conveyor runs --json --limit 1 | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'); \
+	  echo "output of the join task (conveyor logs $$run join):"; $(BIN)/conveyor logs $$run join
 
 test: install
 	$(BIN)/python -m pytest
