@@ -324,10 +324,10 @@ class _Drive:
         self.logs.flush()
         failed = [e for e in attempt.exits.values() if not e.ok]
         exit_code = failed[0].exit_code if failed else 0
-        if attempt.stop_reason == "cancelled":
-            new, outcome, message = T.CANCELLED, "cancelled", "cancelled"
-        elif not failed:
+        if not failed:  # including a task that finished just as it was being stopped
             new, outcome, message = T.SUCCEEDED, "succeeded", None
+        elif attempt.stop_reason == "cancelled":
+            new, outcome, message = T.CANCELLED, "cancelled", "cancelled"
         else:
             outcome = "failed"
             why = attempt.stop_reason or failed[0].describe()
