@@ -6,9 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from conveyor.pipelines.runs import create_run
 from conveyor.pipelines.scheduler import RunEngine
@@ -16,6 +20,7 @@ from conveyor.settings import Settings, load_settings
 from conveyor.store.repository import RunRecord, Store
 
 FASTTRACK_EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fasttrack-examples"
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(autouse=True)
@@ -79,3 +84,27 @@ def cli(conveyor_home: Path):
 
     return call
 
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test, dropped afterwards; skipped where none runs."""
+    name = f"conveyor_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT",
+                              connect_args={"connect_timeout": 5})
+    except ImportError as err:
+        pytest.skip(f"no PostgreSQL driver (pip install psycopg[binary]): {err}")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as err:
+        admin.dispose()
+        reason = str(err.orig or err).splitlines()[0]
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {reason}")
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -110,3 +110,26 @@ def test_a_second_engine_cannot_take_a_live_run_and_an_abandoned_one_can_be_canc
     assert store.get_run(run_id).status == "cancelled"
     task_pid = int(pid_file.read_text())
     wait_for(lambda: not alive(task_pid), timeout=10)
+
+
+def test_engine_on_postgresql_survives_sigkill(crash_pipeline, postgres_url, monkeypatch):
+    from conveyor.settings import load_settings
+    from conveyor.store.repository import Store
+
+    monkeypatch.setenv("CONVEYOR_DB_URL", postgres_url)
+    settings = load_settings()
+    store = Store(settings.db_url)
+    try:
+        path, pid_file = crash_pipeline
+        run_id = create_run(store, settings, path)
+        engine = start_engine(run_id)
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
+        engine.send_signal(signal.SIGKILL)
+        engine.wait(10)
+        assert RunEngine(store, settings, run_id).execute() == RunStatus.SUCCEEDED
+        run = store.get_run(run_id)
+        assert [t.attempts for t in run.tasks] == [1, 2, 1]
+        assert [line.text for line in store.read_logs(run_id, "slow", attempt=2)] == [
+            "attempt 2", "recovered"]
+    finally:
+        store.close()

@@ -7,6 +7,7 @@ thousandths so that 0.1 + 0.2 fits exactly where 0.3 does.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -29,6 +30,8 @@ def parse_size(value: str | int | float) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a size; write it like 16g or 512m")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a size; write it like 16g or 512m")
         if value < 0:
             raise ValueError(f"{value!r} is negative; a size is 0 or more, like 16g")
         return int(value)
@@ -44,6 +47,8 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; write it like 90, 30m or 2h")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a duration; write it like 90, 30m or 2h")
         seconds = float(value)
     else:
         match = _DURATION.match(value)
@@ -162,6 +167,10 @@ def why_never_fits(request: Request, copies: int, capacity: Capacity) -> str | N
     shares = request.gpu_shares * copies
     if shares > capacity.gpus:
         reasons.append(f"{shares:g} GPU shares (the machine has {capacity.gpus} GPUs)")
+    if not reasons and ResourcePool(capacity).try_acquire_all(request, copies) is None:
+        # the total fits, but one process's fraction cannot be split across devices
+        reasons.append(f"{copies} processes of {request.gpu_shares:g} GPU shares each, which"
+                       f" {capacity.gpus} GPUs cannot hold (a fraction must fit on one device)")
     return "asks for " + " and ".join(reasons) if reasons else None
 
 

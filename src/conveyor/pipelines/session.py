@@ -58,8 +58,8 @@ def prepare(ctx: RunContext, task: Task, key: JobKey, grant: Grant) -> Launch:
     for mount in task.mounts:
         folder = ctx.settings.storage_root / mount.folder
         folder.mkdir(parents=True, exist_ok=True)
-        _link(work / mount.alias, folder)
-        env[mount_variable(mount.alias)] = str(folder)
+        _link(work / mount.name, folder)
+        env[mount_variable(mount.name)] = str(folder)
     env.update(_session_variables(ctx, task, key, grant, output, work))
     env.setdefault("OMP_NUM_THREADS", str(max(1, math.ceil(grant.cpu))))  # as many as it was given
     cwd = ctx.pipeline_dir

@@ -16,8 +16,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from conveyor.errors import SpecError
@@ -91,7 +91,22 @@ class Retry(_Strict):
 
 class Mount(_Strict):
     folder: str
-    alias: str
+    alias: str | None = None  # None: the folder's own name
+
+    @field_validator("folder", "alias")
+    @classmethod
+    def _simple_name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a folder name; write `folder` or `folder:alias`"
+                " with letters, digits, '-', '_' or '.'"
+            )
+        return value
+
+    @property
+    def name(self) -> str:
+        """Where the folder appears in the session's work folder."""
+        return self.alias or self.folder
 
 
 def _parse_mount(value: Any) -> Any:
@@ -99,8 +114,7 @@ def _parse_mount(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     folder, _, alias = value.partition(":")
-    alias = alias.removeprefix("/home/work/").strip("/") or folder
-    return {"folder": folder, "alias": alias}
+    return {"folder": folder, "alias": alias.removeprefix("/home/work/").strip("/") or None}
 
 
 class Task(_Strict):
@@ -138,26 +152,15 @@ class Task(_Strict):
             raise ValueError("the command is empty; write the shell command the task runs")
         return value
 
-    @field_validator("mounts")
+    @field_validator("cluster_size")
     @classmethod
-    def _mounts_are_folders(cls, mounts: list[Mount]) -> list[Mount]:
-        for mount in mounts:
-            for part in (mount.folder, mount.alias):
-                if not _NAME.match(part):
-                    raise ValueError(
-                        f"{part!r} is not a folder name; write `folder` or `folder:alias`"
-                        " with letters, digits, '-', '_' or '.'"
-                    )
-        return mounts
-
-    @model_validator(mode="after")
-    def _cluster_is_consistent(self) -> Task:
-        if self.cluster_mode == "single-node" and self.cluster_size != 1:
+    def _cluster_is_consistent(cls, size: int, info: ValidationInfo) -> int:
+        if info.data.get("cluster_mode") == "single-node" and size != 1:
             raise ValueError(
-                f"cluster_size is {self.cluster_size} but cluster_mode is single-node;"
+                f"cluster_size is {size} but cluster_mode is single-node;"
                 " set cluster_mode: multi-node or cluster_size: 1"
             )
-        return self
+        return size
 
     @property
     def copies(self) -> int:
@@ -314,8 +317,9 @@ def _describe(doc: LocatedDocument, source: str, error: dict) -> str:
         message = "is required"
     else:
         message = error["msg"].removeprefix("Value error, ")
-        if "input" in error and not isinstance(error["input"], (dict, list)):
-            message = f"{message} (got {error['input']!r})"
+        given = error.get("input")
+        if "input" in error and not isinstance(given, (dict, list)) and repr(given) not in message:
+            message = f"{message} (got {given!r})"
     return f"{source}:{doc.line_of(path)}: {_field(doc, path)}: {message}"
 
 

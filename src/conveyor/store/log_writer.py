@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
 from conveyor.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ class LogWriter:
 
     def write(self, row: dict) -> None:
         with self._cond:
+            if self._closing:
+                raise RuntimeError("the log writer is closed")
             self._cond.wait_for(
                 lambda: len(self._pending) < self._max_pending or self._closing
             )
@@ -77,13 +81,16 @@ class LogWriter:
                 return
 
     def _store_rows(self, rows: list[dict]) -> None:
-        """Retry until stored: dropping output silently would lose what was recorded."""
+        """Retry while the database is locked or unreachable; rows it refuses are reported."""
         delay = 0.1
         while True:
             try:
                 self._store.append_logs(rows)
                 return
-            except Exception:  # the database may be briefly locked or unreachable
-                log.exception("could not store %d log lines; retrying in %.1fs", len(rows), delay)
+            except OperationalError:
+                log.warning("could not store %d log lines; retrying in %.1fs", len(rows), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except SQLAlchemyError:
+                log.exception("the store refused %d log lines; they are lost", len(rows))
+                return
