@@ -15,7 +15,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
@@ -29,7 +28,8 @@ from conveyor.pipelines.resources import (
     parse_size,
     why_never_fits,
 )
-from conveyor.pipelines.yaml_lines import LocatedDocument, YamlSyntaxError, load_located
+from conveyor.yaml_lines import LocatedDocument
+from conveyor.yaml_models import line_number, load_document, validate
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -197,34 +197,17 @@ def load_pipeline(path: str | Path, capacity: Capacity | None = None) -> Pipelin
 
 
 def parse_pipeline(text: str, source: str, capacity: Capacity | None = None) -> Pipeline:
+    doc = load_document(text, source, shape="a mapping with `name` and `tasks`")
+    problems = _check_graph(doc, source)
     try:
-        doc = load_located(text)
-    except YamlSyntaxError as err:
-        raise SpecError([f"{source}:{err.line}: not valid YAML: {err}"]) from None
-    problems = [
-        f"{source}:{line}: {_field(doc, key)}: the key appears twice; keep one"
-        for key, line in doc.duplicate_keys
-    ]
-    if not isinstance(doc.data, dict):
-        raise SpecError(
-            problems + [f"{source}:1: the file must be a mapping with `name` and `tasks`"]
-        )
-    problems += _check_graph(doc, source)
-    try:
-        pipeline = Pipeline.model_validate(doc.data)
-    except ValidationError as err:
-        problems += [_describe(doc, source, e) for e in err.errors()]
-        raise SpecError(sorted(problems, key=_line_number)) from None
+        pipeline = validate(Pipeline, doc, source)
+    except SpecError as err:
+        raise SpecError(sorted(problems + err.problems, key=line_number)) from None
     if capacity is not None:
         problems += _check_capacity(pipeline, doc, source, capacity)
     if problems:
-        raise SpecError(sorted(problems, key=_line_number))
+        raise SpecError(sorted(problems, key=line_number))
     return pipeline
-
-
-def _line_number(problem: str) -> int:
-    parts = problem.split(":")
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 def _raw_dependencies(doc: LocatedDocument) -> dict[int, tuple[str, list]]:
@@ -286,56 +269,3 @@ def _check_capacity(
                 f" or declare a bigger machine with CONVEYOR_CAPACITY (now {capacity.describe()})"
             )
     return problems
-
-
-def _field(doc: LocatedDocument, path: tuple) -> str:
-    """`tasks[train].resources.mem`: list items named by their task name when there is one."""
-    out = ""
-    for depth, part in enumerate(path):
-        if isinstance(part, int):
-            label = part
-            if path[:depth] == ("tasks",) and isinstance(doc.data, dict):
-                tasks = doc.data.get("tasks")
-                if isinstance(tasks, list) and part < len(tasks) and isinstance(tasks[part], dict):
-                    name = tasks[part].get("name")
-                    label = name if isinstance(name, str) and _NAME.match(name) else part
-            out += f"[{label}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _describe(doc: LocatedDocument, source: str, error: dict) -> str:
-    path = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        model_path = path[:-1]
-        known = _known_keys(model_path)
-        hint = f"; known keys here: {', '.join(known)}" if known else ""
-        message = f"unknown key{hint}"
-    elif kind == "missing":
-        message = "is required"
-    else:
-        message = error["msg"].removeprefix("Value error, ")
-        given = error.get("input")
-        if "input" in error and not isinstance(given, (dict, list)) and repr(given) not in message:
-            message = f"{message} (got {given!r})"
-    return f"{source}:{doc.line_of(path)}: {_field(doc, path)}: {message}"
-
-
-def _known_keys(model_path: tuple) -> list[str]:
-    """Keys the model at `model_path` accepts, by their YAML spelling."""
-    model: type[BaseModel] = Pipeline
-    for part in model_path:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) or next(
-            (f for f in model.model_fields.values() if f.alias == part), None
-        )
-        annotation = getattr(field, "annotation", None)
-        inner = getattr(annotation, "__args__", (annotation,))
-        nested = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if nested is None:
-            return []
-        model = nested
-    return [f.alias or name for name, f in model.model_fields.items()]
