@@ -8,7 +8,7 @@ import sys
 import typer
 from rich.console import Console
 
-from conveyor.cli import pipelines
+from conveyor.cli import adapt, pipelines
 from conveyor.errors import ConveyorError, SpecError
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 pipelines.register(app)
+adapt.register(app)
 
 _errors = Console(stderr=True, highlight=False)
 

@@ -1,0 +1,86 @@
+"""`conveyor adapt prepare` (train and evaluate join it in later steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(highlight=False)
+notes = Console(stderr=True, highlight=False)
+
+adapt_app = typer.Typer(help="The domain-adaptation recipe: prepare, train, evaluate.",
+                        no_args_is_help=True)
+
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(adapt_app, name="adapt")
+
+
+@adapt_app.command()
+def prepare(
+    out: Annotated[Path, typer.Option(help="Folder for dataset/, qa.jsonl and report.json.")],
+    exam: Annotated[Path | None, typer.Option(help="Folder of exam *.json files.")] = None,
+    terms: Annotated[Path | None, typer.Option(help="Folder of glossary *.json files.")] = None,
+    transcripts: Annotated[
+        Path | None, typer.Option(help="Folder of transcripts: raw *.txt or extracted *.jsonl.")
+    ] = None,
+    test_size: Annotated[float | None, typer.Option(help="Share held out for test (0.1).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the train/test split (42).")] = None,
+    config: Annotated[Path | None, typer.Option(help="A prepare.yaml; defaults are shipped.")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a config key: section.key=value.")] = [],
+    llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name at that endpoint.")] = None,
+    llm_key_env: Annotated[str | None, typer.Option(help="Variable holding its API key.")] = None,
+) -> None:
+    """Turn exam questions, glossary terms and transcripts into a train/test Q/A dataset."""
+    from conveyor.adapt.config import load_recipe_config
+    from conveyor.adapt.prepare import NothingUsable, PrepareConfig
+    from conveyor.adapt.prepare import prepare as run_prepare
+
+    assignments = list(set_)
+    for key, value in (("test_size", test_size), ("seed", seed), ("llm.url", llm_url),
+                       ("llm.model", llm_model), ("llm.key_env", llm_key_env)):
+        if value is not None:
+            assignments.append(f"{key}={value}")
+    settings = load_recipe_config(PrepareConfig, "prepare.yaml", config, assignments)
+    with Progress(TextColumn("extracting Q/A from transcripts"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=notes,
+                  transient=True) as bar:
+        task = bar.add_task("extract", total=None)
+
+        def progress(total: int | None = None, advance: int = 0) -> None:
+            if total is not None:
+                bar.update(task, total=total)
+            bar.advance(task, advance)
+
+        try:
+            result = run_prepare(out, settings, exam, terms, transcripts, progress)
+        except NothingUsable as err:
+            _print_problems(err.problems)
+            raise
+    _print_problems(result.problems)
+    console.print(_summary(result.report))
+    for label, name in (("dataset", "dataset"), ("pairs", "qa.jsonl"), ("report", "report.json")):
+        console.print(f"{label:>8}: {out / name}", markup=False, soft_wrap=True)
+
+
+def _print_problems(problems: list[str]) -> None:
+    for problem in problems:
+        notes.print(problem, style="yellow", markup=False, soft_wrap=True)
+
+
+def _summary(report: dict) -> Table:
+    table = Table(title=f"{report['total']} pairs · train {report['splits']['train']}"
+                        f" · test {report['splits']['test']}", title_justify="left")
+    for column in ("source", "files", "pairs", "kept", "skipped", "failed", "empty", "duplicates"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for name, tally in report["sources"].items():
+        table.add_row(name, *(str(tally[c]) for c in
+                              ("files", "pairs", "kept", "skipped", "failed", "empty", "duplicates")))
+    return table
