@@ -110,11 +110,12 @@ def test_the_sample_data_prepares_cleanly(tmp_path):
     report = prepare(tmp_path / "out", PrepareConfig(), SAMPLE / "exam", SAMPLE / "terms",
                      SAMPLE / "transcripts").report
     exam, terms, talks = (report["sources"][k] for k in ("exam", "terms", "transcripts"))
-    assert exam["skipped"] == 1, "the sample has one question whose answer was lost"
-    assert terms["skipped"] == 0 and terms["pairs"] == 2 * len(_terms_in(SAMPLE / "terms"))
-    assert talks["failed"] == 0 and talks["files"] == 2
-    assert report["total"] >= 150
-    assert report["splits"]["test"] == round(report["total"] * 0.1)
+    # the counts its README states: 13 questions (one lost its answer), 64 terms, 44 pairs
+    assert (exam["files"], exam["pairs"], exam["skipped"]) == (2, 12, 1)
+    assert terms["skipped"] == 0 and terms["pairs"] == 2 * len(_terms_in(SAMPLE / "terms")) == 128
+    assert (talks["files"], talks["pairs"], talks["failed"], talks["skipped"]) == (2, 44, 0, 0)
+    assert report["total"] == 184 and report["duplicates"] == 0
+    assert report["splits"] == {"train": 166, "test": 18}
 
 
 def _terms_in(folder: Path) -> list:
