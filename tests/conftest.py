@@ -19,8 +19,14 @@ from conveyor.pipelines.scheduler import RunEngine
 from conveyor.settings import Settings, load_settings
 from conveyor.store.repository import RunRecord, Store
 
-FASTTRACK_EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fasttrack-examples"
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def fasttrack_file() -> Path:
+    """The real FastTrack pipeline kept in shared/ beside the checkout (as CI lays it out too)."""
+    return (Path(__file__).resolve().parents[2] / "shared" / "fasttrack-examples"
+            / "torchtune-llama-3.1-8b.pipeline.yaml")
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,6 @@ import time
 
 import pytest
 
-from conftest import FASTTRACK_EXAMPLES
-
 OK_PIPELINE = """
     name: cli-demo
     tasks:
@@ -24,10 +22,10 @@ def assert_one_clean_error(result, *fragments: str, code: int = 2) -> None:
         assert fragment in result.stderr
 
 
-def test_validate_accepts_a_good_file_and_a_fasttrack_file(cli, write_pipeline):
+def test_validate_accepts_a_good_file_and_a_fasttrack_file(cli, write_pipeline, fasttrack_file):
     good = cli("validate", write_pipeline(OK_PIPELINE))
     assert good.returncode == 0 and "2 tasks" in good.stdout
-    fasttrack = FASTTRACK_EXAMPLES / "torchtune-llama-3.1-8b.pipeline.yaml"
+    fasttrack = fasttrack_file
     big = cli("validate", fasttrack, "--capacity", "cpu=16,mem=128g,gpu=16")
     assert big.returncode == 0, big.stderr
     small = cli("validate", fasttrack)

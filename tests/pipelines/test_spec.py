@@ -11,8 +11,6 @@ from conveyor.errors import SpecError
 from conveyor.pipelines.resources import Capacity
 from conveyor.pipelines.spec import Mount, Pipeline, load_pipeline
 
-FASTTRACK = (Path(__file__).resolve().parents[3] / "shared" / "fasttrack-examples"
-             / "torchtune-llama-3.1-8b.pipeline.yaml")
 GIB = 1024**3
 
 
@@ -43,8 +41,8 @@ def only_problem(tmp_path: Path, text: str) -> str:
 # the real FastTrack file
 
 
-def test_fasttrack_example_loads_unchanged() -> None:
-    pipeline = load_pipeline(FASTTRACK)
+def test_fasttrack_example_loads_unchanged(fasttrack_file: Path) -> None:
+    pipeline = load_pipeline(fasttrack_file)
 
     assert pipeline.name == "torchtune-example"
     assert pipeline.version == "25.6.5.post2"
@@ -75,18 +73,18 @@ def test_fasttrack_example_loads_unchanged() -> None:
     assert evaluate.command == "sleep 10"
 
 
-def test_fasttrack_example_on_a_small_machine_names_every_resources_line() -> None:
+def test_fasttrack_example_on_a_small_machine_names_every_resources_line(fasttrack_file: Path) -> None:
     small = Capacity(cpu=2, mem=8 * GIB, gpus=0)
 
     with pytest.raises(SpecError) as caught:
-        load_pipeline(FASTTRACK, small)
+        load_pipeline(fasttrack_file, small)
 
     found = caught.value.problems
     assert [p.split(": asks for")[0] for p in found] == [
-        f"{FASTTRACK}:27: tasks[download-model].resources",
-        f"{FASTTRACK}:52: tasks[fine-tune-single].resources",
-        f"{FASTTRACK}:82: tasks[fine-tune-multi].resources",
-        f"{FASTTRACK}:105: tasks[evaluate].resources",
+        f"{fasttrack_file}:27: tasks[download-model].resources",
+        f"{fasttrack_file}:52: tasks[fine-tune-single].resources",
+        f"{fasttrack_file}:82: tasks[fine-tune-multi].resources",
+        f"{fasttrack_file}:105: tasks[evaluate].resources",
     ]
     assert "4 CPUs (the machine has 2)" in found[0]
     assert "16g of memory (the machine has 8g)" in found[0]
@@ -94,18 +92,18 @@ def test_fasttrack_example_on_a_small_machine_names_every_resources_line() -> No
     assert "CONVEYOR_CAPACITY (now cpu=2,mem=8g,gpu=0)" in found[3]
 
 
-def test_fasttrack_example_on_a_big_machine() -> None:
+def test_fasttrack_example_on_a_big_machine(fasttrack_file: Path) -> None:
     big = Capacity(cpu=64, mem=512 * GIB, gpus=16)
-    assert len(load_pipeline(FASTTRACK, big).tasks) == 4
+    assert len(load_pipeline(fasttrack_file, big).tasks) == 4
 
     # eight GPUs hold one node's five shares, but not both nodes' ten
-    [problem] = _problems_on(Capacity(cpu=64, mem=512 * GIB, gpus=8))
-    assert problem.startswith(f"{FASTTRACK}:82: tasks[fine-tune-multi].resources: asks for 10")
+    [problem] = _problems_on(Capacity(cpu=64, mem=512 * GIB, gpus=8), fasttrack_file)
+    assert problem.startswith(f"{fasttrack_file}:82: tasks[fine-tune-multi].resources: asks for 10")
 
 
-def _problems_on(capacity: Capacity) -> list[str]:
+def _problems_on(capacity: Capacity, fasttrack_file: Path) -> list[str]:
     with pytest.raises(SpecError) as caught:
-        load_pipeline(FASTTRACK, capacity)
+        load_pipeline(fasttrack_file, capacity)
     return caught.value.problems
 
 
