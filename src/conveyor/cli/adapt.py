@@ -1,7 +1,11 @@
-"""`conveyor adapt prepare` (train and evaluate join it in later steps)."""
+"""`conveyor adapt prepare` and `conveyor adapt train` (evaluate joins them in a later step)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -68,6 +72,48 @@ def prepare(
     console.print(_summary(result.report))
     for label, name in (("dataset", "dataset"), ("pairs", "qa.jsonl"), ("report", "report.json")):
         console.print(f"{label:>8}: {out / name}", markup=False, soft_wrap=True)
+
+
+@adapt_app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="The dataset folder that `adapt prepare` wrote.")],
+    out: Annotated[Path, typer.Option(help="Run folder: adapter/, merged/, metrics, summary.")],
+    model: Annotated[str | None, typer.Option(help="A Hugging Face model folder; default: Gemma 3 270M.")] = None,
+    config: Annotated[Path | None, typer.Option(help="A train.yaml; defaults are shipped.")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a config key: training.max_steps=30.")] = [],
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = False,
+) -> None:
+    """LoRA fine-tuning on the prepared Q/A dataset (loss on the answers only)."""
+    from conveyor.adapt.config import load_recipe_config
+    from conveyor.adapt.train import TrainConfig, visible_gpus
+    from conveyor.adapt.train import train as run_train
+    from conveyor.adapt.train_progress import ProgressBar
+    from conveyor.settings import load_settings
+
+    settings = load_recipe_config(TrainConfig, "train.yaml", config, set_)
+    _offline()
+    gpus = visible_gpus()
+    if gpus > 1 and "LOCAL_RANK" not in os.environ:
+        _relaunch_on_every_gpu(gpus)
+    summary = run_train(data, out, settings, load_settings().home, model_name=model,
+                        resume=resume, callbacks=[ProgressBar(notes)])
+    if summary:
+        console.print_json(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+
+
+def _offline() -> None:
+    """Models and data come from local folders: never let a library wait on the network."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _relaunch_on_every_gpu(gpus: int) -> None:
+    """One process per visible GPU (data parallel) through accelerate, with the same arguments."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
+               "-m", "conveyor", *sys.argv[1:]]
+    notes.print(f"{gpus} GPUs visible: training on all of them with accelerate", markup=False)
+    raise typer.Exit(subprocess.call(command))
 
 
 def _print_problems(problems: list[str]) -> None:
