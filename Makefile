@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-slow bench clean
 
 install: $(STAMP)
 
@@ -26,8 +26,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
 bench: install
 	$(BIN)/python benchmarks/engine_overhead.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

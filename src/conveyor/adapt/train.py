@@ -45,7 +45,7 @@ class TrainingSettings(BaseModel):
     max_steps: int = 50  # > 0 overrides epochs
     batch_size: int = Field(default=2, ge=1)
     gradient_accumulation: int = Field(default=1, ge=1)
-    learning_rate: float = Field(default=2e-4, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0)
     warmup: float = Field(default=0.05, ge=0)  # a share of the steps when < 1, else a step count
     max_seq_length: int = Field(default=256, ge=8)
     seed: int = 42
