@@ -7,13 +7,12 @@ option's text, so the model learns the answer and not just its number.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from conveyor.adapt.qa import QAPair, Tally
+from conveyor.adapt.qa import QAPair, Tally, json_files
 
 SOURCE = "exam"
 
@@ -70,13 +69,7 @@ def parse_exam_text(text: str, markers: ExamMarkers, file: str, tally: Tally) ->
 
 def read_exam_folder(folder: Path, markers: ExamMarkers, tally: Tally) -> list[QAPair]:
     pairs: list[QAPair] = []
-    for path in sorted(folder.glob("*.json")):
-        tally.files += 1
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            tally.skip(str(path), None, f"not valid JSON: {err}")
-            continue
+    for path, data in json_files(folder, tally):
         text = data.get(markers.text_field) if isinstance(data, dict) else None
         if not isinstance(text, str):
             tally.skip(str(path), None,

@@ -7,13 +7,12 @@ description -> term ("which term is described by ...?") and term -> description
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from conveyor.adapt.qa import QAPair, Tally
+from conveyor.adapt.qa import QAPair, Tally, json_files
 
 SOURCE = "terms"
 
@@ -67,13 +66,7 @@ def _why_unusable(item: object) -> str | None:
 
 def read_terms_folder(folder: Path, templates: TermTemplates, tally: Tally) -> list[QAPair]:
     pairs: list[QAPair] = []
-    for path in sorted(folder.glob("*.json")):
-        tally.files += 1
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            tally.skip(str(path), None, f"not valid JSON: {err}")
-            continue
+    for path, data in json_files(folder, tally):
         if not isinstance(data, list):
             tally.skip(str(path), None, "expected a list of terms (or a list of lists of terms),"
                                         f" got {type(data).__name__}")

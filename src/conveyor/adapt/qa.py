@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -67,3 +70,16 @@ class Tally:
             "duplicates": self.duplicates,
             "problems": [p.as_dict() for p in self.problems],
         }
+
+
+def json_files(folder: Path, tally: Tally) -> Iterator[tuple[Path, object]]:
+    """Each `*.json` file of a folder with its data; a file that is not JSON is counted and
+    reported in the tally, not yielded."""
+    for path in sorted(folder.glob("*.json")):
+        tally.files += 1
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            tally.skip(str(path), None, f"not valid JSON: {err}")
+            continue
+        yield path, data
