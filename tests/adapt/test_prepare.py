@@ -95,6 +95,12 @@ def test_split_is_deterministic_for_a_seed(sources, tmp_path):
     assert tests[0] != tests[2]
 
 
+def test_no_test_split_when_test_size_is_zero(sources, tmp_path):
+    report = run(sources, tmp_path / "out", test_size=0)
+    assert report["splits"] == {"train": 7, "test": 0}
+    assert list(load_from_disk(str(tmp_path / "out" / "dataset"))) == ["train"]
+
+
 def test_nothing_usable_is_an_error_with_a_report(tmp_path):
     write(tmp_path / "terms" / "bad.json", [{"term": "설명 없음"}])
     with pytest.raises(NothingUsable, match="no usable"):

@@ -57,6 +57,21 @@ class ChatClient:
         if cache_dir:
             cache_dir.mkdir(parents=True, exist_ok=True)
 
+    def check(self) -> str:
+        """The model name to use, asking /models when none was given; raises
+        EndpointUnreachable when nothing answers, before any real work starts."""
+        return asyncio.run(self._check())
+
+    async def _check(self) -> str:
+        async with httpx.AsyncClient(timeout=self.endpoint.timeout, headers=self._headers()) as http:
+            if self.endpoint.model:
+                await self._send(http, "GET", "/models", None)
+                return self.endpoint.model
+            return await self._only_model(http)
+
+    def _headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
+
     def chat_all(
         self,
         conversations: list[list[dict]],
@@ -68,8 +83,7 @@ class ChatClient:
 
     async def _chat_all(self, conversations, params, on_done) -> list[str | ChatError]:
         gate = asyncio.Semaphore(self.endpoint.concurrency)
-        headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
-        async with httpx.AsyncClient(timeout=self.endpoint.timeout, headers=headers) as http:
+        async with httpx.AsyncClient(timeout=self.endpoint.timeout, headers=self._headers()) as http:
             model = self.endpoint.model or await self._only_model(http)
 
             async def one(messages: list[dict]) -> str | ChatError:

@@ -182,14 +182,14 @@ def _save_dataset(pairs: list[QAPair], target: Path, test_size: float, seed: int
     if n_test:
         split = data.train_test_split(test_size=n_test, seed=seed, shuffle=True)
         splits = DatasetDict(train=split["train"], test=split["test"])
-    else:
-        splits = DatasetDict(train=data, test=data.select([]))
+    else:  # no test split at all: datasets cannot load back an empty one it saved
+        splits = DatasetDict(train=data)
     staging = target.with_name(target.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     splits.save_to_disk(str(staging))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    return {name: len(split) for name, split in splits.items()}
+    return {"train": len(splits["train"]), "test": len(splits["test"]) if n_test else 0}
 
 
 def _write_failures(path: Path, failures: list[Failure]) -> None:

@@ -1,4 +1,4 @@
-"""`conveyor adapt prepare` and `conveyor adapt train` (evaluate joins them in a later step)."""
+"""`conveyor adapt prepare`, `train` and `evaluate`: the domain-adaptation recipe."""
 
 from __future__ import annotations
 
@@ -99,6 +99,61 @@ def train(
                         resume=resume, callbacks=[ProgressBar(notes)])
     if summary:
         console.print_json(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+
+
+@adapt_app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option(help="The dataset folder that `adapt prepare` wrote.")],
+    model: Annotated[list[str], typer.Option(help="NAME=SOURCE: a model folder, `default`, or http://host:port/v1#model (repeatable).")],
+    out: Annotated[Path, typer.Option(help="Folder for answers/, metrics.json, plots, report.html.")],
+    split: Annotated[str | None, typer.Option(help="Split to ask (test).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Ask only the first N questions.")] = None,
+    config: Annotated[Path | None, typer.Option(help="An eval.yaml; defaults are shipped.")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a config key: judge.concurrency=8.")] = [],
+    judge_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint of the judge.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="The judge's model name.")] = None,
+    judge_key_env: Annotated[str | None, typer.Option(help="Variable holding the judge's API key.")] = None,
+) -> None:
+    """Answer the held-out questions with each model; SemScore and judged truthfulness; report."""
+    from conveyor.adapt.config import load_recipe_config
+    from conveyor.adapt.evaluate import EvalConfig
+    from conveyor.adapt.evaluate import evaluate as run_evaluate
+    from conveyor.settings import load_settings
+
+    assignments = list(set_)
+    for key, value in (("split", split), ("limit", limit), ("judge.url", judge_url),
+                       ("judge.model", judge_model), ("judge.key_env", judge_key_env)):
+        if value is not None:
+            assignments.append(f"{key}={value}")
+    settings = load_recipe_config(EvalConfig, "eval.yaml", config, assignments)
+    _offline()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=notes, transient=True) as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done)
+
+        metrics = run_evaluate(data, model, out, settings, load_settings().home, progress)
+    console.print(_eval_summary(metrics))
+    for label, name in (("metrics", "metrics.json"), ("report", "report.html")):
+        console.print(f"{label:>8}: {out / name}", markup=False, soft_wrap=True)
+
+
+def _eval_summary(metrics: dict) -> Table:
+    table = Table(title=f"{metrics['n']} {metrics['split']} questions", title_justify="left")
+    for column in ("model", "SemScore mean", "median", "std", "truthfulness"):
+        table.add_column(column)
+    for name, entry in metrics["models"].items():
+        sem, truth = entry["semscore"], entry["truthfulness"]
+        judged = (f"{truth['mean']} (1-2: {truth['low']}, 4-5: {truth['high']},"
+                  f" missing {truth['missing']})" if "counts" in truth
+                  else f"{truth['status']}: {truth['reason']}")
+        table.add_row(name, f"{sem['mean']:.3f}", f"{sem['median']:.3f}", f"{sem['std']:.3f}",
+                      judged)
+    return table
 
 
 def _offline() -> None:
