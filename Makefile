@@ -32,6 +32,7 @@ test-slow: install
 bench: install
 	$(BIN)/python benchmarks/engine_overhead.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/semscore_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
