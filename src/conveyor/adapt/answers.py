@@ -100,12 +100,13 @@ def generate_local(folder: Path, questions: list[str], fmt: ChatFormat, max_new_
 
 
 def generate_endpoint(client: ChatClient, questions: list[str], fmt: ChatFormat,
-                      max_tokens: int, on_done=lambda n: None) -> list[str]:
+                      max_tokens: int, on_done=lambda n: None) -> list[str | None]:
+    """Each answer, or None where the endpoint failed for good (not saved, asked again next run)."""
     replies = client.chat_all(
         [[{"role": "user", "content": user_turn(q, fmt)}] for q in questions],
         {"temperature": 0, "max_tokens": max_tokens}, on_done=lambda: on_done(1),
     )
-    return ["" if isinstance(r, ChatError) else r.strip() for r in replies]
+    return [None if isinstance(r, ChatError) else r.strip() for r in replies]
 
 
 def model_folder(source: ModelSource, home: Path) -> Path:

@@ -177,6 +177,6 @@ def _answers(source, questions, out: Path, config: EvalConfig, home: Path, clien
             got = answers_.generate_local(answers_.model_folder(source, home), todo,
                                           config.format, config.generation.max_new_tokens,
                                           config.generation.batch_size, tick)
-        saved.update(zip(todo, got, strict=True))
+        saved.update((q, a) for q, a in zip(todo, got, strict=True) if a is not None)
         answers_.save_answers(file, source, saved)
-    return [saved[q] for q in questions]
+    return [saved.get(q, "") for q in questions]  # a failed request counts as no answer
