@@ -8,7 +8,8 @@ import json
 import pytest
 from datasets import Dataset, DatasetDict
 
-from conveyor.adapt.evaluate import EvalConfig, EvalInputError, evaluate
+from conveyor.adapt.evaluate import EvalConfig, evaluate
+from conveyor.adapt.prepare import DatasetError
 from conveyor.adapt.judge import RETRY_NUDGE
 from conveyor.adapt.llm_client import EndpointUnreachable
 from conveyor.adapt.models import ModelError
@@ -103,9 +104,9 @@ def test_bad_input_fails_before_generation(fake_llm, dataset, tmp_path, conveyor
     with pytest.raises(EndpointUnreachable, match="cannot reach"):
         evaluate(dataset, [f"x={dead_llm_url}#m"], out,
                  EvalConfig(endpoints={"max_retries": 0}), conveyor_home)
-    with pytest.raises(EvalInputError, match="no split 'dev'"):
+    with pytest.raises(DatasetError, match="no split 'dev'"):
         evaluate(dataset, [f"x={fake_llm.url}"], out, EvalConfig(split="dev"), conveyor_home)
-    with pytest.raises(EvalInputError, match="has no column"):
+    with pytest.raises(DatasetError, match="has no column"):
         evaluate(dataset, [f"x={fake_llm.url}"], out, EvalConfig(split="unlabelled"),
                  conveyor_home)
     assert fake_llm.requests == [] and not out.exists()

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from conveyor.adapt.llm_client import ChatClient, EndpointUnreachable, Endpoint
-from conveyor.adapt.prepare import LLMSettings, PrepareConfig, prepare
+from conveyor.adapt.llm_client import ChatClient, Endpoint, EndpointSettings, EndpointUnreachable
+from conveyor.adapt.prepare import PrepareConfig, prepare
 
 
 def pairs_for(text: str) -> str:
@@ -24,7 +24,7 @@ def pairs_for(text: str) -> str:
 
 def config(llm, **llm_knobs) -> PrepareConfig:
     knobs = {"backoff": 0.01, "max_retries": 3, **llm_knobs}
-    return PrepareConfig(llm=LLMSettings(url=llm.url, model="fake-model", **knobs),
+    return PrepareConfig(llm=EndpointSettings(url=llm.url, model="fake-model", **knobs),
                          transcripts={"chunk_chars": 200})
 
 
@@ -105,7 +105,7 @@ def test_unreachable_endpoint_is_one_clear_error(tmp_path, dead_llm_url):
     talks.mkdir()
     (talks / "a.txt").write_text("아무도 듣지 않는 강의.", encoding="utf-8")
     url = dead_llm_url
-    settings = PrepareConfig(llm=LLMSettings(url=url, model="m", max_retries=1, backoff=0.01))
+    settings = PrepareConfig(llm=EndpointSettings(url=url, model="m", max_retries=1, backoff=0.01))
     with pytest.raises(EndpointUnreachable, match=f"cannot reach the LLM endpoint {url}"):
         prepare(tmp_path / "out", settings, transcripts_dir=talks)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor.adapt.formatting import ChatFormat, render_prompt, user_turn
-from conveyor.adapt.llm_client import ChatClient, ChatError, Endpoint
+from conveyor.adapt.llm_client import ChatClient, ChatError
 from conveyor.adapt.models import DEFAULT_MODEL, check_model_folder, resolve_model
 from conveyor.errors import UsageError
 
@@ -111,7 +111,3 @@ def generate_endpoint(client: ChatClient, questions: list[str], fmt: ChatFormat,
 
 def model_folder(source: ModelSource, home: Path) -> Path:
     return resolve_model(source.location, home)
-
-
-def endpoint_client(source: ModelSource, key_env: str | None, **knobs) -> ChatClient:
-    return ChatClient(Endpoint.from_options(source.location, source.model, key_env, **knobs))

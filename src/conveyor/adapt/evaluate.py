@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from conveyor.adapt import answers as answers_
 from conveyor.adapt import judge, semscore
 from conveyor.adapt.formatting import ChatFormat
-from conveyor.adapt.llm_client import ChatClient, Endpoint
+from conveyor.adapt.llm_client import ChatClient, EndpointSettings
+from conveyor.adapt.prepare import load_prepared
 from conveyor.errors import ConveyorError
 
 
@@ -34,22 +35,6 @@ class SemScoreSettings(BaseModel):
 
     embedder: str = semscore.DEFAULT_EMBEDDER  # or a local sentence-transformers folder
     batch_size: int = Field(default=64, ge=1)
-
-
-class EndpointSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str | None = None
-    model: str | None = None
-    key_env: str | None = "OPENAI_API_KEY"
-    concurrency: int = Field(default=4, ge=1)
-    max_retries: int = Field(default=4, ge=0)
-    backoff: float = Field(default=1.0, ge=0)
-    timeout: float = Field(default=120, gt=0)
-
-    def knobs(self) -> dict:
-        return {"timeout": self.timeout, "max_retries": self.max_retries,
-                "concurrency": self.concurrency, "backoff": self.backoff}
 
 
 class EvalConfig(BaseModel):
@@ -76,18 +61,13 @@ def evaluate(data: Path, specs: list[str], out: Path, config: EvalConfig, home: 
              progress: Progress = lambda what, done, total: None) -> dict:
     sources = answers_.parse_sources(specs)
     rows = _load_split(data, config.split, config.limit)
-    clients = {s.name: answers_.endpoint_client(s, config.endpoints.key_env,
-                                                **config.endpoints.knobs())
+    clients = {s.name: ChatClient(config.endpoints.endpoint(s.location, s.model))
                for s in sources if s.is_endpoint}
     for client in clients.values():
         client.check()
     judge_client = None
     if config.judge.url:
-        judge_client = ChatClient(
-            Endpoint.from_options(config.judge.url, config.judge.model, config.judge.key_env,
-                                  **config.judge.knobs()),
-            cache_dir=out / "judge-cache",
-        )
+        judge_client = ChatClient(config.judge.endpoint(), cache_dir=out / "judge-cache")
         judge_client.check()
     embedder = semscore.load_embedder(config.semscore.embedder)
 
@@ -104,9 +84,9 @@ def evaluate(data: Path, specs: list[str], out: Path, config: EvalConfig, home: 
         for name, got in by_model.items():
             done = [0]
 
-            def tick(done=done, name=name) -> None:
+            def tick(done=done, name=name, total=len(got)) -> None:
                 done[0] += 1
-                progress(f"judging {name}", done[0], len(got))
+                progress(f"judging {name}", done[0], total)
 
             judgments = judge.judge_all(judge_client, list(zip(questions, references, got,
                                                                strict=True)), tick)
@@ -137,21 +117,7 @@ def evaluate(data: Path, specs: list[str], out: Path, config: EvalConfig, home: 
 
 
 def _load_split(data: Path, split: str, limit: int | None) -> list[dict]:
-    if not data.exists():
-        raise EvalInputError(f"{data}: no such dataset; run `conveyor adapt prepare` first")
-    from datasets import disable_progress_bars, load_from_disk
-
-    disable_progress_bars()
-    try:
-        dataset = load_from_disk(str(data))
-    except (FileNotFoundError, ValueError) as err:
-        raise EvalInputError(f"{data}: not a saved dataset ({err})") from None
-    if split not in dataset:
-        raise EvalInputError(f"{data}: no split {split!r}; it has {', '.join(dataset)}")
-    rows = dataset[split]
-    missing = {"question", "answer"} - set(rows.column_names)
-    if missing:
-        raise EvalInputError(f"{data}: split {split!r} has no column(s) {', '.join(sorted(missing))}")
+    rows = load_prepared(data, split)[split]
     if len(rows) == 0:
         raise EvalInputError(f"{data}: split {split!r} is empty; nothing to evaluate")
     rows = [dict(r) for r in rows]

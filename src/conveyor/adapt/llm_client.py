@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import ConveyorError
 
@@ -47,6 +48,27 @@ class Endpoint:
     def from_options(cls, url: str, model: str | None, key_env: str | None, **knobs) -> Endpoint:
         key = os.environ.get(key_env) if key_env else None
         return cls(base_url=url.rstrip("/"), model=model, api_key=key or None, **knobs)
+
+
+class EndpointSettings(BaseModel):
+    """An endpoint as recipe configs write it (the `llm:` and `judge:` sections)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = None
+    model: str | None = None
+    key_env: str | None = "OPENAI_API_KEY"
+    concurrency: int = Field(default=4, ge=1)
+    max_retries: int = Field(default=4, ge=0)
+    backoff: float = Field(default=1.0, ge=0)
+    timeout: float = Field(default=120, gt=0)
+
+    def endpoint(self, url: str | None = None, model: str | None = None) -> Endpoint:
+        """This endpoint, or another URL and model asked with the same settings."""
+        return Endpoint.from_options(
+            url or self.url, model or self.model, self.key_env, timeout=self.timeout,
+            max_retries=self.max_retries, concurrency=self.concurrency, backoff=self.backoff,
+        )
 
 
 class ChatClient:

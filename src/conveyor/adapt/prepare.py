@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.adapt.exam import ExamMarkers, read_exam_folder
 from conveyor.adapt.glossary import TermTemplates, read_terms_folder
-from conveyor.adapt.llm_client import ChatClient, Endpoint
+from conveyor.adapt.llm_client import ChatClient, EndpointSettings
 from conveyor.adapt.qa import QAPair, Tally
 from conveyor.adapt.transcripts import (
     ExtractionSettings,
@@ -34,24 +34,6 @@ from conveyor.errors import ConveyorError
 COLUMNS = ("context", "question", "answer", "source")
 
 
-class LLMSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str | None = None
-    model: str | None = None
-    key_env: str | None = "OPENAI_API_KEY"
-    concurrency: int = Field(default=4, ge=1)
-    max_retries: int = Field(default=4, ge=0)
-    backoff: float = Field(default=1.0, ge=0)
-    timeout: float = Field(default=120, gt=0)
-
-    def endpoint(self) -> Endpoint:
-        return Endpoint.from_options(
-            self.url, self.model, self.key_env, timeout=self.timeout,
-            max_retries=self.max_retries, concurrency=self.concurrency, backoff=self.backoff,
-        )
-
-
 class PrepareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,7 +42,39 @@ class PrepareConfig(BaseModel):
     exam: ExamMarkers = Field(default_factory=ExamMarkers)
     terms: TermTemplates = Field(default_factory=TermTemplates)
     transcripts: ExtractionSettings = Field(default_factory=ExtractionSettings)
-    llm: LLMSettings = Field(default_factory=LLMSettings)
+    llm: EndpointSettings = Field(default_factory=EndpointSettings)
+
+
+class DatasetError(ConveyorError):
+    """The dataset given to train or evaluate is missing or not what prepare writes."""
+
+    exit_code = 2
+
+
+def load_prepared(data: Path, split: str | None = None):
+    """The DatasetDict that prepare wrote, with its `question`/`answer` columns checked;
+    `split`, when given, must be in it."""
+    if not data.exists():
+        raise DatasetError(f"{data}: no such dataset; run `conveyor adapt prepare` first")
+    from datasets import DatasetDict, disable_progress_bars, load_from_disk
+
+    disable_progress_bars()
+    try:
+        dataset = load_from_disk(str(data))
+    except (FileNotFoundError, ValueError) as err:
+        raise DatasetError(f"{data}: not a saved dataset ({err}); give OUT/dataset") from None
+    if not isinstance(dataset, DatasetDict):
+        raise DatasetError(f"{data}: a single Dataset; expected the DatasetDict that"
+                           " `conveyor adapt prepare` writes")
+    if split is not None and split not in dataset:
+        raise DatasetError(f"{data}: no split {split!r}; it has {', '.join(dataset)}")
+    for name, rows in dataset.items():
+        missing = {"question", "answer"} - set(rows.column_names)
+        if missing and name in (split, "train", "test"):
+            raise DatasetError(f"{data}: split {name!r} has no column(s)"
+                               f" {', '.join(sorted(missing))}; use the dataset that"
+                               " `conveyor adapt prepare` wrote")
+    return dataset
 
 
 class NothingUsable(ConveyorError):

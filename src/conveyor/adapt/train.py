@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.adapt.formatting import ChatFormat, render_example
 from conveyor.adapt.models import ModelError, resolve_model
+from conveyor.adapt.prepare import load_prepared
 from conveyor.errors import ConveyorError
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,7 @@ class Setup:
 
 def setup(data: Path, model_name: str | None, config: TrainConfig, home: Path) -> Setup:
     """Check every input, then load the model and format the data; raises before long work."""
-    dataset = _load_dataset(data)
-    for split in ("train", "test"):
-        if split in dataset:
-            missing = {"question", "answer"} - set(dataset[split].column_names)
-            if missing:
-                raise TrainInputError(f"{data}: split {split!r} has no column(s)"
-                                      f" {', '.join(sorted(missing))}; use the dataset that"
-                                      " `conveyor adapt prepare` wrote")
+    dataset = load_prepared(data, "train")
     if "train" not in dataset or len(dataset["train"]) == 0:
         raise TrainInputError(f"{data}: no `train` split with rows to learn from")
     _check_reporting(config.training.report_to)
@@ -203,22 +197,6 @@ def train(
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
-
-
-def _load_dataset(data: Path):
-    if not data.exists():
-        raise TrainInputError(f"{data}: no such dataset; run `conveyor adapt prepare` first")
-    from datasets import DatasetDict, disable_progress_bars, load_from_disk
-
-    disable_progress_bars()
-    try:
-        dataset = load_from_disk(str(data))
-    except (FileNotFoundError, ValueError) as err:
-        raise TrainInputError(f"{data}: not a saved dataset ({err}); give OUT/dataset") from None
-    if not isinstance(dataset, DatasetDict):
-        raise TrainInputError(f"{data}: a single Dataset; expected the train/test DatasetDict"
-                              " that `conveyor adapt prepare` writes")
-    return dataset
 
 
 def _as_prompt_completion(split, tokenizer, fmt: ChatFormat):
