@@ -121,3 +121,9 @@ def test_cli_one_line_errors_and_summary(cli, fake_llm, dataset, tmp_path):
                "--out", tmp_path / "e", "--judge-url", fake_llm.url, "--set", "judge.backoff=0.01")
     assert good.returncode == 0, good.stderr
     assert "tuned" in good.stdout and "missing 1" in good.stdout
+
+
+def test_shipped_config_is_the_defaults():
+    from conveyor.adapt.config import load_recipe_config
+
+    assert load_recipe_config(EvalConfig, "eval.yaml") == EvalConfig()

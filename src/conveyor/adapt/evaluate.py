@@ -34,7 +34,7 @@ class SemScoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     embedder: str = semscore.DEFAULT_EMBEDDER  # or a local sentence-transformers folder
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=32, ge=1)
 
 
 class EvalConfig(BaseModel):

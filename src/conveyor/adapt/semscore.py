@@ -42,9 +42,10 @@ def load_embedder(name: str = DEFAULT_EMBEDDER, threads: int = 2) -> Embedder:
 
 
 def semscores(answers: list[str], references: list[str], embedder: Embedder,
-              batch_size: int = 64) -> list[float]:
+              batch_size: int = 32) -> list[float]:
     """The cosine similarity of each answer with its reference; each distinct text embedded once."""
-    texts = list(dict.fromkeys(answers + references))
+    # distinct texts, shortest first, so that each batch pads to a similar length
+    texts = sorted(dict.fromkeys(answers + references), key=len)
     vectors = np.concatenate([
         np.asarray(embedder.encode(texts[i:i + batch_size]), dtype=np.float32)
         for i in range(0, len(texts), batch_size)
