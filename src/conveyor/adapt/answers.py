@@ -75,8 +75,9 @@ def save_answers(file: Path, source: ModelSource, answers: dict[str, str]) -> No
                                  ensure_ascii=False) + "\n")
 
 
-def generate_local(folder: Path, questions: list[str], fmt: ChatFormat, max_new_tokens: int,
-                   batch_size: int, on_done=lambda n: None) -> list[str]:
+def generate_local(folder: Path, questions: list[str], fmt: ChatFormat, settings,
+                   on_done=lambda n: None) -> list[str]:
+    """Greedy answers in batches; `settings` is the config's `generation` section."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -86,13 +87,14 @@ def generate_local(folder: Path, questions: list[str], fmt: ChatFormat, max_new_
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     answers: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        batch = questions[start:start + batch_size]
+    for start in range(0, len(questions), settings.batch_size):
+        batch = questions[start:start + settings.batch_size]
         prompts = [render_prompt(tokenizer, q, fmt) for q in batch]
         inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
+            output = model.generate(**inputs, max_new_tokens=settings.max_new_tokens,
+                                    do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                    repetition_penalty=settings.repetition_penalty)
         new = output[:, inputs["input_ids"].shape[1]:]
         answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
         on_done(len(batch))

@@ -28,6 +28,7 @@ class GenerationSettings(BaseModel):
 
     max_new_tokens: int = Field(default=128, ge=1)
     batch_size: int = Field(default=8, ge=1)
+    repetition_penalty: float = Field(default=1.0, ge=1.0)  # 1.0: plain greedy decoding
 
 
 class SemScoreSettings(BaseModel):
@@ -141,8 +142,7 @@ def _answers(source, questions, out: Path, config: EvalConfig, home: Path, clien
                                              config.generation.max_new_tokens, tick)
         else:
             got = answers_.generate_local(answers_.model_folder(source, home), todo,
-                                          config.format, config.generation.max_new_tokens,
-                                          config.generation.batch_size, tick)
+                                          config.format, config.generation, tick)
         saved.update((q, a) for q, a in zip(todo, got, strict=True) if a is not None)
         answers_.save_answers(file, source, saved)
     return [saved.get(q, "") for q in questions]  # a failed request counts as no answer
