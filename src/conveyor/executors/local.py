@@ -42,12 +42,14 @@ class LocalExecutor:
         except OSError as err:
             self._exits.put(Exit(launch.key, None, error=f"could not start: {err}"))
             return Started(launch.key, HOST, None, None)
+        # read before the watcher can reap it: a zombie still has its start time, a reaped one not
+        started = start_time(proc.pid)
         with self._lock:
             self._running[launch.key] = proc
         threading.Thread(
             target=self._watch, args=(launch.key, proc), name=f"job-{proc.pid}", daemon=True
         ).start()
-        return Started(launch.key, HOST, proc.pid, start_time(proc.pid))
+        return Started(launch.key, HOST, proc.pid, started)
 
     def wait(self, timeout: float) -> Exit | None:
         try:
