@@ -97,7 +97,8 @@ def test_fractional_gpu_shares_pack_two_tasks_on_one_device(
     t = spans(marks)
     pairs = [("g1", "g2"), ("g1", "g3"), ("g2", "g3")]
     together = [p for p in pairs if overlaps(t[p[0]], t[p[1]])]
-    assert len(together) == 1, f"exactly two tasks share the GPU at a time, got {together}"
+    # intervals that overlap pairwise share a moment: never all three at once, but two did share
+    assert 1 <= len(together) < 3, f"two tasks share the GPU, the third waits; got {together}"
     assert run.task("g1").resources["gpus"] == [{"index": 0, "share": 0.5}]
 
 
