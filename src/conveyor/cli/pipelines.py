@@ -75,7 +75,7 @@ def run(
     run_id = run_files.create_run(
         store, settings, file, skip=skip, only=only, env=run_files.parse_env_pairs(env)
     )
-    _announce(run_id, store, as_json)
+    _announce(run_id, store)
     if detach:
         log_file = run_files.start_detached(settings, run_id)
         notes.print(f"running in the background; engine log: {log_file}", markup=False)
@@ -95,7 +95,7 @@ def resume(run_id: RunArg, detach: Annotated[bool, typer.Option()] = False,
         return
     if record.owner and owner_is_alive(record.owner):
         raise RunBusyError(f"run {record.id} is still being executed by {record.owner}")
-    _announce(record.id, store, as_json, verb="resuming")
+    _announce(record.id, store, verb="resuming")
     if detach:
         run_files.start_detached(settings, record.id)
         return
@@ -186,7 +186,7 @@ def cancel(run_id: RunArg,
     notes.print(f"run {record.id} {store.get_run(record.id).status}", markup=False)
 
 
-def _announce(run_id: str, store: Store, as_json: bool, verb: str = "run") -> None:
+def _announce(run_id: str, store: Store, verb: str = "run") -> None:
     record = store.get_run(run_id)
     notes.print(f"{verb} {record.id} · pipeline {record.pipeline}", markup=False)
 
