@@ -1,0 +1,1 @@
+"""Serving: model folders behind an OpenAI-compatible gateway (built step by step)."""
