@@ -401,3 +401,18 @@ def test_output_is_readable_while_the_task_runs(write_pipeline, store, settings)
     finally:
         engine.cancel()
         worker.join(20)
+
+
+def test_a_session_that_cannot_be_prepared_fails_the_task(write_pipeline, execute, settings):
+    settings.storage_root.mkdir(parents=True, exist_ok=True)
+    (settings.storage_root / "taken").write_text("a file where a folder should be")
+    path = write_pipeline("""
+        name: unpreparable
+        tasks:
+        - {name: t, command: "sleep 30", mounts: [taken], cluster_mode: multi-node, cluster_size: 2}
+    """)
+    started = time.monotonic()
+    run = execute(path)
+    assert run.task("t").status == "failed"
+    assert "could not prepare the session" in run.task("t").message
+    assert time.monotonic() - started < 20

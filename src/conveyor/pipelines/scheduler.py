@@ -302,6 +302,9 @@ class _Drive:
         self.store.record_processes(attempt_id, processes)
         if attempt.finished:
             self._finish(attempt)
+        elif attempt.exits:  # a node could not even be prepared: stop the ones that started
+            attempt.stop_reason = next(iter(attempt.exits.values())).describe()
+            self._stop(attempt)
 
     # ending
 
