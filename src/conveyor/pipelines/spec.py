@@ -176,9 +176,6 @@ class Pipeline(_Strict):
     environment: Environment = Field(default_factory=Environment)
     tasks: list[Task] = Field(min_length=1)
 
-    def task(self, name: str) -> Task:
-        return next(t for t in self.tasks if t.name == name)
-
     @property
     def dependencies(self) -> dict[str, list[str]]:
         return {t.name: list(t.dependencies) for t in self.tasks}
