@@ -47,11 +47,8 @@ def prepare(
     from conveyor.adapt.prepare import NothingUsable, PrepareConfig
     from conveyor.adapt.prepare import prepare as run_prepare
 
-    assignments = list(set_)
-    for key, value in (("test_size", test_size), ("seed", seed), ("llm.url", llm_url),
-                       ("llm.model", llm_model), ("llm.key_env", llm_key_env)):
-        if value is not None:
-            assignments.append(f"{key}={value}")
+    assignments = _with_options(set_, {"test_size": test_size, "seed": seed, "llm.url": llm_url,
+                                       "llm.model": llm_model, "llm.key_env": llm_key_env})
     settings = load_recipe_config(PrepareConfig, "prepare.yaml", config, assignments)
     with Progress(TextColumn("extracting Q/A from transcripts"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=notes,
@@ -120,11 +117,8 @@ def evaluate(
     from conveyor.adapt.evaluate import evaluate as run_evaluate
     from conveyor.settings import load_settings
 
-    assignments = list(set_)
-    for key, value in (("split", split), ("limit", limit), ("judge.url", judge_url),
-                       ("judge.model", judge_model), ("judge.key_env", judge_key_env)):
-        if value is not None:
-            assignments.append(f"{key}={value}")
+    assignments = _with_options(set_, {"split": split, "limit": limit, "judge.url": judge_url,
+                                       "judge.model": judge_model, "judge.key_env": judge_key_env})
     settings = load_recipe_config(EvalConfig, "eval.yaml", config, assignments)
     _offline()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -154,6 +148,12 @@ def _eval_summary(metrics: dict) -> Table:
         table.add_row(name, f"{sem['mean']:.3f}", f"{sem['median']:.3f}", f"{sem['std']:.3f}",
                       judged)
     return table
+
+
+def _with_options(assignments: list[str], options: dict[str, object]) -> list[str]:
+    """`--set` assignments followed by the dedicated options that were given (those win)."""
+    return [*assignments, *(f"{key}={value}" for key, value in options.items()
+                            if value is not None)]
 
 
 def _offline() -> None:
