@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,19 @@ def cli(conveyor_home: Path):
 
     return call
 
+
+
+@pytest.fixture
+def wait_until():
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+
+    def wait(condition, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "condition not reached in time"
+            time.sleep(0.05)
+
+    return wait
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ def start_engine(run_id: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "conveyor", "engine", run_id],
                             env=dict(os.environ), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-
-
-def wait_for(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
@@ -58,12 +50,13 @@ def crash_pipeline(write_pipeline, tmp_path):
     return path, pid_file
 
 
-def test_sigkill_of_the_engine_then_resume(crash_pipeline, store, settings):
+def test_sigkill_of_the_engine_then_resume(crash_pipeline, store, settings, wait_until):
     path, pid_file = crash_pipeline
     run_id = create_run(store, settings, path)
     engine = start_engine(run_id)
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
-    wait_for(lambda: any(line.text == "attempt 1" for line in store.read_logs(run_id, "slow")))
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=30)
+    wait_until(lambda: any(line.text == "attempt 1" for line in store.read_logs(run_id, "slow")),
+               timeout=30)
     task_pid = int(pid_file.read_text())
 
     engine.send_signal(signal.SIGKILL)
@@ -78,7 +71,7 @@ def test_sigkill_of_the_engine_then_resume(crash_pipeline, store, settings):
 
     assert RunEngine(store, settings, run_id).execute() == RunStatus.SUCCEEDED
 
-    wait_for(lambda: not alive(task_pid), timeout=10)
+    wait_until(lambda: not alive(task_pid), timeout=10)
     run = store.get_run(run_id)
     assert {t.name: t.status for t in run.tasks} == {
         "first": "succeeded", "slow": "succeeded", "last": "succeeded"
@@ -94,12 +87,14 @@ def test_sigkill_of_the_engine_then_resume(crash_pipeline, store, settings):
     assert (1, "attempt 1") in texts and (2, "recovered") in texts
 
 
-def test_a_second_engine_cannot_take_a_live_run_and_an_abandoned_one_can_be_cancelled(crash_pipeline, store, settings):
+def test_a_second_engine_cannot_take_a_live_run_and_an_abandoned_one_can_be_cancelled(
+    crash_pipeline, store, settings, wait_until
+):
     path, pid_file = crash_pipeline
     run_id = create_run(store, settings, path)
     engine = start_engine(run_id)
     try:
-        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=30)
         with pytest.raises(RunBusyError, match="is being executed by"):
             RunEngine(store, settings, run_id).execute()
         assert store.get_run(run_id).task("slow").attempts == 1
@@ -109,10 +104,11 @@ def test_a_second_engine_cannot_take_a_live_run_and_an_abandoned_one_can_be_canc
         RunEngine(store, settings, run_id).cancel_abandoned()
     assert store.get_run(run_id).status == "cancelled"
     task_pid = int(pid_file.read_text())
-    wait_for(lambda: not alive(task_pid), timeout=10)
+    wait_until(lambda: not alive(task_pid), timeout=10)
 
 
-def test_engine_on_postgresql_survives_sigkill(crash_pipeline, postgres_url, monkeypatch):
+def test_engine_on_postgresql_survives_sigkill(crash_pipeline, postgres_url, monkeypatch,
+                                               wait_until):
     from conveyor.settings import load_settings
     from conveyor.store.repository import Store
 
@@ -123,7 +119,7 @@ def test_engine_on_postgresql_survives_sigkill(crash_pipeline, postgres_url, mon
         path, pid_file = crash_pipeline
         run_id = create_run(store, settings, path)
         engine = start_engine(run_id)
-        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=30)
         engine.send_signal(signal.SIGKILL)
         engine.wait(10)
         assert RunEngine(store, settings, run_id).execute() == RunStatus.SUCCEEDED

@@ -260,7 +260,7 @@ def test_multi_node_failure_of_one_node_stops_the_others(write_pipeline, execute
     assert "node 1 failed (exit code 7)" in run.task("train").message
 
 
-def test_cancel_stops_running_and_waiting_tasks(write_pipeline, store, settings):
+def test_cancel_stops_running_and_waiting_tasks(write_pipeline, store, settings, wait_until):
     path = write_pipeline("""
         name: long
         tasks:
@@ -272,7 +272,7 @@ def test_cancel_stops_running_and_waiting_tasks(write_pipeline, store, settings)
     outcome = []
     worker = threading.Thread(target=lambda: outcome.append(engine.execute()))
     worker.start()
-    _wait_for(lambda: store.get_run(run_id).task("a").status == "running")
+    wait_until(lambda: store.get_run(run_id).task("a").status == "running")
     engine.cancel()
     worker.join(20)
     assert outcome == [RunStatus.CANCELLED]
@@ -281,7 +281,8 @@ def test_cancel_stops_running_and_waiting_tasks(write_pipeline, store, settings)
     assert run.status == "cancelled"
 
 
-def test_cancel_requested_through_the_store_by_another_process(write_pipeline, store, settings):
+def test_cancel_requested_through_the_store_by_another_process(write_pipeline, store, settings,
+                                                               wait_until):
     path = write_pipeline("""
         name: long
         tasks:
@@ -293,7 +294,7 @@ def test_cancel_requested_through_the_store_by_another_process(write_pipeline, s
         target=lambda: outcome.append(RunEngine(store, settings, run_id).execute())
     )
     worker.start()
-    _wait_for(lambda: store.get_run(run_id).task("a").status == "running")
+    wait_until(lambda: store.get_run(run_id).task("a").status == "running")
     store.request_cancel(run_id)
     worker.join(20)
     assert outcome == [RunStatus.CANCELLED]
@@ -378,14 +379,8 @@ def test_workdir_defaults_to_the_pipeline_folder(write_pipeline, execute, store)
     assert store.read_logs(run.id, "there")[0].text == str(path.parent / "sub")
 
 
-def _wait_for(condition, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
-def test_output_is_readable_while_the_task_runs(write_pipeline, store, settings):
+def test_output_is_readable_while_the_task_runs(write_pipeline, store, settings,
+                                                wait_until):
     path = write_pipeline("""
         name: chatty
         tasks:
@@ -396,7 +391,7 @@ def test_output_is_readable_while_the_task_runs(write_pipeline, store, settings)
     worker = threading.Thread(target=engine.execute)
     worker.start()
     try:
-        _wait_for(lambda: [line.text for line in store.read_logs(run_id, "t")] == ["early"])
+        wait_until(lambda: [line.text for line in store.read_logs(run_id, "t")] == ["early"])
         assert store.get_run(run_id).task("t").status == "running"
     finally:
         engine.cancel()
