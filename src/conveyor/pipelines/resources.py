@@ -155,6 +155,11 @@ class Grant:
             "gpus": [{"index": index, "share": share} for index, share in self.gpus],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Grant:
+        return cls(cpu=float(data.get("cpu", 0)), mem=parse_size(data.get("mem", 0)),
+                   gpus=tuple((g["index"], g["share"]) for g in data.get("gpus", [])))
+
 
 def why_never_fits(request: Request, copies: int, capacity: Capacity) -> str | None:
     """Why `copies` processes asking for `request` could never run together here, or None."""
@@ -213,11 +218,20 @@ class ResourcePool:
             grants.append(grant)
         return grants
 
+    def hold(self, grant: Grant) -> None:
+        """Count a grant made elsewhere (another run, a service) as taken; may go below zero."""
+        self.free_cpu -= grant.cpu
+        self.free_mem -= grant.mem
+        for index, share in grant.gpus:
+            if index < len(self.free_gpu_milli):
+                self.free_gpu_milli[index] -= round(share * MILLI)
+
     def release(self, grant: Grant) -> None:
         self.free_cpu = min(self.capacity.cpu, self.free_cpu + grant.cpu)
         self.free_mem = min(self.capacity.mem, self.free_mem + grant.mem)
         for index, share in grant.gpus:
-            self.free_gpu_milli[index] += round(share * MILLI)
+            if index < len(self.free_gpu_milli):
+                self.free_gpu_milli[index] += round(share * MILLI)
 
     def _pick_gpus(self, milli: int) -> list[tuple[int, int]] | None:
         """Whole free devices for the integer part, then the fullest device that holds the rest."""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conveyor import resource_ledger
 from conveyor.errors import RunBusyError
 from conveyor.executors.base import Executor, Exit, JobKey, OutputSink
 from conveyor.executors.local import LocalExecutor
@@ -257,7 +258,9 @@ class _Drive:
                 continue
             if self.not_before.get(name, 0) > now:
                 continue
-            grants = self.pool.try_acquire_all(task.resources.request(), task.copies)
+            elsewhere = resource_ledger.held_elsewhere(self.store, except_run=self.run.id)
+            grants = resource_ledger.acquire(self.pool, task.resources.request(), task.copies,
+                                             elsewhere)
             if grants is None:
                 self._wait_for_room(task)
                 continue

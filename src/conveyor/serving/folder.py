@@ -73,7 +73,7 @@ class ModelDefinition(BaseModel):
 @dataclass(frozen=True)
 class ModelFolder:
     path: Path
-    kind: Literal["hf", "gguf", "definition"]
+    kind: Literal["hf", "gguf", "definition", "other"]  # other: served by the user's command
     gguf_file: Path | None = None
     definition: ModelDefinition | None = None
 

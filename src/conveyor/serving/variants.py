@@ -1,8 +1,7 @@
 """Runtime variants as data: how each runtime is started on a port, and how its health is probed.
 
 A variant turns a model folder, a port and a served name into a command line. Runtimes that
-are not installed are named with what to install, before anything starts. (The builtin
-transformers runtime joins this table with its server.)
+are not installed are named with what to install, before anything starts.
 """
 
 from __future__ import annotations
@@ -54,6 +53,13 @@ class Variant:
 
 def _health(path: str) -> HealthCheck:
     return HealthCheck(path=path, interval=2.0, max_retries=3, max_wait_time=5.0)
+
+
+def _builtin(folder: ModelFolder, port: int, name: str, env: Mapping[str, str]) -> Launch:
+    command = [sys.executable, "-m", "conveyor.serving.builtin", "--model", str(folder.path),
+               "--host", HOST, "--port", str(port), "--name", name]
+    command += shlex.split(env.get("BUILTIN_EXTRA_ARGS", ""))  # e.g. --max-batch 16
+    return Launch(command, port, _health("/health"), {})
 
 
 def _llamacpp(folder: ModelFolder, port: int, name: str, env: Mapping[str, str]) -> Launch:
@@ -133,6 +139,8 @@ def _custom(folder: ModelFolder, port: int, name: str, env: Mapping[str, str]) -
 
 VARIANTS: dict[str, Variant] = {
     v.name: v for v in (
+        Variant("builtin", "module:transformers", "pip install 'conveyor-mlops[train]'"
+                " (transformers and torch)", _builtin),
         Variant("llamacpp", "module:llama_cpp", "pip install 'llama-cpp-python[server]'"
                 " (or the project's llamacpp extra; it compiles for several minutes)", _llamacpp),
         Variant("vllm", "vllm", "pip install vllm (needs a CUDA GPU)", _vllm),

@@ -95,3 +95,38 @@ log_lines = Table(
     Column("text", Text, nullable=False),
     Index("ix_log_lines_run_task", "run_id", "task", "id"),
 )
+
+services = Table(
+    "services",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("model_dir", Text, nullable=False),
+    Column("runtime", String(20), nullable=False),
+    Column("model_name", String(200), nullable=False),  # the name clients ask for
+    Column("host", String(200), nullable=False),  # where the gateway listens
+    Column("port", Integer, nullable=False),
+    Column("public", Boolean, nullable=False),
+    Column("options", JSON, nullable=False),  # replicas, scaling, resources, env names
+    Column("status", String(20), nullable=False),
+    Column("message", Text),
+    Column("owner", String(200)),  # host:pid:start of the process hosting the service
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("stop_requested", Boolean, nullable=False, default=False),
+)
+
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("service", String(200), ForeignKey("services.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("pid", Integer),
+    Column("started", Float),  # the process's start time: a reused pid is never mistaken for it
+    Column("resources", JSON),  # what it was given, GPU ids included
+    Column("restarts", Integer, nullable=False, default=0),
+    Column("message", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,4 +1,5 @@
-"""The one API for state and logs: runs, tasks, attempts, events and log lines.
+"""The one API for state and logs: runs, tasks, attempts, events and log lines (services and
+their replicas in `store.services`).
 
 SQLite (WAL) by default, PostgreSQL by URL. Status changes are compare-and-set
 (`UPDATE ... WHERE status = old`), so two processes can never both move a task
@@ -11,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
@@ -20,6 +21,8 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from conveyor.errors import ConfigError, NotFoundError
 from conveyor.store.models import attempts, events, log_lines, metadata, runs, tasks
+from conveyor.store.services import ServiceState
+from conveyor.store.times import as_utc, now
 
 
 # Statements on the engine's hot path, built once: keys of the parameters that name columns
@@ -32,17 +35,6 @@ _MOVE_TASK = update(tasks).where(
 _UPDATE_ATTEMPT = update(attempts).where(attempts.c.id == bindparam("b_id"))
 _ADD_EVENT = insert(events)
 _ADD_ATTEMPT = insert(attempts)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without a zone; they were written in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @dataclass(frozen=True)
@@ -107,7 +99,7 @@ class LogLine:
     text: str
 
 
-class Store:
+class Store(ServiceState):
     def __init__(self, url: str):
         self.url = url
         self._engine = _create_engine(url)
@@ -338,7 +330,7 @@ class Store:
             rows = conn.execute(
                 select(events).where(events.c.run_id == run_id).order_by(events.c.id)
             ).mappings().all()
-        return [dict(row, at=_utc(row["at"])) for row in rows]
+        return [dict(row, at=as_utc(row["at"])) for row in rows]
 
     # logs
 
@@ -416,9 +408,9 @@ def _run_record(row, task_records: list[TaskRecord]) -> RunRecord:
     return RunRecord(
         id=row["id"], pipeline=row["pipeline"], pipeline_file=row["pipeline_file"],
         spec_text=row["spec_text"], options=row["options"] or {}, status=row["status"],
-        message=row["message"], created_at=_utc(row["created_at"]),
-        started_at=_utc(row["started_at"]), finished_at=_utc(row["finished_at"]),
-        owner=row["owner"], heartbeat_at=_utc(row["heartbeat_at"]),
+        message=row["message"], created_at=as_utc(row["created_at"]),
+        started_at=as_utc(row["started_at"]), finished_at=as_utc(row["finished_at"]),
+        owner=row["owner"], heartbeat_at=as_utc(row["heartbeat_at"]),
         cancel_requested=bool(row["cancel_requested"]), tasks=task_records,
     )
 
@@ -427,7 +419,7 @@ def _task_record(row) -> TaskRecord:
     return TaskRecord(
         name=row["name"], position=row["position"], status=row["status"],
         attempts=row["attempts"], exit_code=row["exit_code"], message=row["message"],
-        started_at=_utc(row["started_at"]), finished_at=_utc(row["finished_at"]),
+        started_at=as_utc(row["started_at"]), finished_at=as_utc(row["finished_at"]),
         resources=row["resources"],
     )
 
@@ -435,7 +427,7 @@ def _task_record(row) -> TaskRecord:
 def _attempt_record(row) -> AttemptRecord:
     return AttemptRecord(
         id=row["id"], task=row["task"], number=row["number"], host=row["host"],
-        processes=row["processes"] or [], started_at=_utc(row["started_at"]),
-        finished_at=_utc(row["finished_at"]), exit_code=row["exit_code"],
+        processes=row["processes"] or [], started_at=as_utc(row["started_at"]),
+        finished_at=as_utc(row["finished_at"]), exit_code=row["exit_code"],
         outcome=row["outcome"],
     )

@@ -1,0 +1,55 @@
+"""When to add or remove a replica: in-flight requests per replica, averaged over a window,
+against a scale-up and a scale-down threshold, with a cooldown after every change."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ScalePolicy:
+    min_replicas: int
+    max_replicas: int
+    scale_up_at: float = 4.0  # average in-flight requests per replica above which one is added
+    scale_down_at: float = 0.5  # ... below which one is removed
+    cooldown: float = 30.0  # seconds after a change before the next one
+    window: float = 10.0  # seconds the load is averaged over
+
+    @property
+    def fixed(self) -> bool:
+        return self.min_replicas == self.max_replicas
+
+
+class Autoscaler:
+    def __init__(self, policy: ScalePolicy, started_at: float):
+        self.policy = policy
+        self.last_change = started_at
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def observe(self, at: float, in_flight: int) -> None:
+        self._samples.append((at, in_flight))
+        while self._samples and self._samples[0][0] < at - self.policy.window:
+            self._samples.popleft()
+
+    def decide(self, at: float, replicas: int) -> int:
+        """+1, -1 or 0 replicas; `replicas` are those taking traffic or coming up."""
+        policy = self.policy
+        if replicas < policy.min_replicas:
+            return +1
+        if replicas > policy.max_replicas:
+            return -1
+        if policy.fixed or at - self.last_change < policy.cooldown or not self._samples:
+            return 0
+        if self._samples[0][0] > at - policy.window * 0.5:
+            return 0  # not enough history since the last change to judge
+        load = sum(n for _, n in self._samples) / len(self._samples) / max(replicas, 1)
+        if load > policy.scale_up_at and replicas < policy.max_replicas:
+            return +1
+        if load < policy.scale_down_at and replicas > policy.min_replicas:
+            return -1
+        return 0
+
+    def changed(self, at: float) -> None:
+        self.last_change = at
+        self._samples.clear()
