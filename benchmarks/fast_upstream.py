@@ -1,6 +1,6 @@
 """A minimal OpenAI-compatible upstream that answers at once: the fixed point the gateway
 benchmark measures against. Non-streamed requests get a small chat completion; `"stream": true`
-gets CHUNKS server-sent events. Raw asyncio + httptools, so that it costs little CPU itself.
+gets CHUNKS server-sent events (10 ms apart when the body also has `"pace"`). Raw asyncio + httptools, so that it costs little CPU itself.
 
     python benchmarks/fast_upstream.py PORT
 """
@@ -58,17 +58,18 @@ class Upstream(asyncio.Protocol):
 
     def on_message_complete(self):
         if b'"stream": true' in self.body or b'"stream":true' in self.body:
-            asyncio.get_running_loop().create_task(self._stream())
+            pause = 0.01 if b'"pace"' in self.body else 0
+            asyncio.get_running_loop().create_task(self._stream(pause))
         elif self.body:
             self.transport.write(ANSWER)
         else:
             self.transport.write(HEALTH)
 
-    async def _stream(self):
+    async def _stream(self, pause: float):
         self.transport.write(STREAM_HEAD)
         for event in EVENTS:  # one write per chunk, each in its own loop turn
             self.transport.write(event)
-            await asyncio.sleep(0)
+            await asyncio.sleep(pause)
         self.transport.write(DONE)
 
 

@@ -189,6 +189,7 @@ class ClientConnection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.size = 0
         self.rejected = False  # answered early (too big); the rest of the request is ignored
+        self.keep_alive = False
         # the exchange with a replica
         self.upstream: Upstream | None = None
         self.connection: UpstreamConnection | None = None
@@ -253,6 +254,9 @@ class ClientConnection(asyncio.Protocol):
         elif lower not in NOT_FORWARDED:
             self.headers.append(b"%s: %s\r\n" % (name, value))
 
+    def on_headers_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()  # known here, not once it is over
+
     def on_body(self, body: bytes) -> None:
         if self.rejected:
             return
@@ -283,7 +287,7 @@ class ClientConnection(asyncio.Protocol):
               close: bool = False) -> None:
         if self.closed:
             return
-        keep = not close and self.parser.should_keep_alive()
+        keep = not close and self.keep_alive
         self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s%s"
                              b"\r\n%s" % (status, HTTPStatus(status).phrase.encode(), content_type,
                                           len(body), CORS_HEADERS, extra,
@@ -371,7 +375,7 @@ class ClientConnection(asyncio.Protocol):
             upstream.idle.append(connection)
         else:
             connection.transport.close()
-        self._next(keep_alive and self.parser.should_keep_alive())
+        self._next(keep_alive and self.keep_alive)
 
     def upstream_lost(self, connection: UpstreamConnection, reason: str) -> None:
         upstream = self.upstream

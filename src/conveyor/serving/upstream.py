@@ -60,6 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.answered = False  # response bytes arrived for the current exchange
         self._parser = httptools.HttpResponseParser(self)
         self._streaming = False
+        self._keep_alive = False
         self._complete = False
 
     def send(self, exchange: Exchange, payload: bytes) -> None:
@@ -95,7 +96,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._complete:
             self._complete = False
             self.exchange = None
-            exchange.response_done(self, self._parser.should_keep_alive())
+            exchange.response_done(self, self._keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self in self.upstream.idle:
@@ -114,6 +115,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._streaming = True
 
     def on_headers_complete(self) -> None:
+        self._keep_alive = self._parser.should_keep_alive()  # known here, not once it is over
         self.exchange.response_headers(self._parser.get_status_code(), self._streaming)
 
     def on_message_complete(self) -> None:
