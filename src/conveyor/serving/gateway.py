@@ -179,6 +179,11 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.closed = False
+        # Reading goes on while a request is answered, so that a client who leaves is noticed
+        # at once; what it sends meanwhile waits here until the answer is out.
+        self.busy = False
+        self.pending = bytearray()
+        self.overflow = False  # a second request came in the same read: close after this one
         self._reset()
 
     def _reset(self) -> None:
@@ -210,6 +215,11 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.busy:
+            self.pending += data
+            if len(self.pending) > self.gateway.settings.max_body + 65536:
+                self.transport.close()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -221,9 +231,10 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.upstream is not None:  # the client left mid-answer: stop the replica's work
+            connection = self.connection
             self._end_exchange()
-            if self.connection is not None:
-                self.connection.detach()
+            if connection is not None:
+                connection.detach()
 
     def pause_writing(self) -> None:  # the client reads slower than the replica writes
         if self.connection is not None:
@@ -236,12 +247,18 @@ class ClientConnection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        self._reset()
+        if self.busy:
+            self.overflow = True
+        else:
+            self._reset()
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        if not self.busy:
+            self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.busy:
+            return
         lower = name.lower()
         if lower == b"authorization":
             self.auth = value
@@ -255,10 +272,11 @@ class ClientConnection(asyncio.Protocol):
             self.headers.append(b"%s: %s\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
-        self.keep_alive = self.parser.should_keep_alive()  # known here, not once it is over
+        if not self.busy:
+            self.keep_alive = self.parser.should_keep_alive()  # known here, not once it is over
 
     def on_body(self, body: bytes) -> None:
-        if self.rejected:
+        if self.rejected or self.busy:
             return
         self.size += len(body)
         if self.size > self.gateway.settings.max_body:
@@ -267,10 +285,10 @@ class ClientConnection(asyncio.Protocol):
             self.body.append(body)
 
     def on_message_complete(self) -> None:
-        if self.rejected:
+        if self.rejected or self.busy:
             return
         self.method = self.parser.get_method()
-        self.transport.pause_reading()  # one request at a time; resumed when it is answered
+        self.busy = True
         self.started = time.perf_counter()
         self.gateway.handle(self)
 
@@ -306,10 +324,16 @@ class ClientConnection(asyncio.Protocol):
         self.reply(status, body, close=close)
 
     def _next(self, keep_alive: bool) -> None:
-        if keep_alive and not self.closed:
-            self.transport.resume_reading()
-        else:
+        self.busy = False
+        if not keep_alive or self.overflow or self.closed:
             self.transport.close()
+        elif self.pending:  # later, not from inside the parser's callback that got us here
+            asyncio.get_running_loop().call_soon(self._read_pending)
+
+    def _read_pending(self) -> None:
+        data, self.pending = bytes(self.pending), bytearray()
+        if data and not self.closed:
+            self.data_received(data)
 
     # the exchange with a replica
 
