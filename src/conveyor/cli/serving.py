@@ -127,7 +127,7 @@ def _serve_detached(settings: Settings, store: Store, name: str, startup: float)
         child = subprocess.Popen([sys.executable, "-m", "conveyor", *argv], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                  env=dict(os.environ, CONVEYOR_HOME=str(settings.home)))
-    deadline = time.monotonic() + startup + 30
+    deadline = time.monotonic() + startup + 5  # the process itself takes a moment to start
     mine = f"{HOST}:{child.pid}:"
     while True:
         record = store.get_service(name)
@@ -142,9 +142,13 @@ def _serve_detached(settings: Settings, store: Store, name: str, startup: float)
         if child.poll() is not None:
             raise UsageError(f"service {name} stopped while starting; see {log_file}")
         if time.monotonic() > deadline:
-            store.request_service_stop(name)
-            child.terminate()
-            raise UsageError(f"service {name} was not up within {startup + 30:g} s; stopped it"
+            store.request_service_stop(name)  # it stops its replicas, then itself
+            try:
+                child.wait(timeout=settings.kill_grace + 10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            why = f": {record.message}" if record is not None and record.message else ""
+            raise UsageError(f"service {name} was not up within {startup:g} s{why}; stopped it"
                              f" (see {log_file})")
         time.sleep(0.2)
 

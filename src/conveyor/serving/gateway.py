@@ -59,6 +59,7 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics
         self.upstreams: list[Upstream] = []
+        self._turn = 0
         created = int(time.time())
         self.models_body = json.dumps({"object": "list", "data": [
             {"id": settings.model, "object": "model", "created": created, "owned_by": "conveyor"}
@@ -70,9 +71,13 @@ class Gateway:
                                         reuse_address=True)
 
     def pick(self, avoid: Upstream | None = None) -> Upstream | None:
-        """The accepting replica with the fewest outstanding requests."""
+        """The accepting replica with the fewest outstanding requests; ties take turns."""
+        upstreams = self.upstreams
+        count = len(upstreams)
+        self._turn += 1
         best = None
-        for upstream in self.upstreams:
+        for i in range(count):
+            upstream = upstreams[(self._turn + i) % count]
             if upstream.accepting and upstream is not avoid and (
                     best is None or upstream.outstanding < best.outstanding):
                 best = upstream

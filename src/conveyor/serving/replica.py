@@ -77,6 +77,7 @@ class Replica:
                 if not self.wanted:
                     break
                 self._set(ReplicaState.UNHEALTHY, f"{reason}; restarting in {pause:g} s")
+                await self._stop_process()
                 await self._sleep(pause)
                 pause = min(pause * 2, MAX_PAUSE)
                 if self.wanted:
