@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,13 +51,6 @@ def replica_server(tmp_path: Path) -> str:
     script = tmp_path / "replica_server.py"
     script.write_text(REPLICA_SERVER)
     return f"{sys.executable} {script}"
-
-
-@pytest.fixture
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -259,7 +259,7 @@ class _Drive:
             if self.not_before.get(name, 0) > now:
                 continue
             elsewhere = resource_ledger.held_elsewhere(self.store, except_run=self.run.id)
-            grants = resource_ledger.acquire(self.pool, task.resources.request(), task.copies,
+            grants = resource_ledger.acquire(self.pool, task.request(), task.copies,
                                              elsewhere)
             if grants is None:
                 self._wait_for_room(task)
@@ -268,7 +268,7 @@ class _Drive:
             self._start(task, grants)
 
     def _wait_for_room(self, task: Task) -> None:
-        reason = why_never_fits(task.resources.request(), task.copies, self.pool.capacity)
+        reason = why_never_fits(task.request(), task.copies, self.pool.capacity)
         if reason and not self.active:
             self._move(task.name, T.FAILED, message=f"can never run here: {reason}",
                        finished_at=now())

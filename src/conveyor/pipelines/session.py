@@ -65,7 +65,7 @@ def prepare(ctx: RunContext, task: Task, key: JobKey, grant: Grant) -> Launch:
     cwd = ctx.pipeline_dir
     if task.workdir:
         cwd = ctx.pipeline_dir / FASTTRACK_WORK.sub(str(work), task.workdir)
-    return Launch(key=key, command=FASTTRACK_WORK.sub(str(work), task.command), cwd=cwd, env=env)
+    return Launch(key=key, command=FASTTRACK_WORK.sub(str(work), task.shell_command), cwd=cwd, env=env)
 
 
 def _session_variables(

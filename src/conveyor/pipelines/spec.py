@@ -7,6 +7,8 @@ found, each as `file:line: field: message`.
 from __future__ import annotations
 
 import re
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +19,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from conveyor.errors import SpecError
@@ -89,6 +92,47 @@ class Retry(_Strict):
     delay: Duration = 0.0
 
 
+class ServiceBlock(_Strict):
+    """A task that deploys a model service: it succeeds once the service is up, which then
+    outlives the run until `conveyor stop NAME`. The task's resources are each replica's."""
+
+    name: str
+    model: str  # the model folder; relative paths start in the task's work folder (mounts)
+    runtime_variant: str = "auto"
+    replicas: int = Field(default=1, ge=1)
+    min_replicas: int | None = Field(default=None, ge=1)
+    max_replicas: int | None = Field(default=None, ge=1)
+    open_to_public: bool = False
+    port: int = Field(default=8000, ge=1, le=65535)
+    envs: dict[str, EnvValue] = Field(default_factory=dict)
+    startup_timeout: Duration = 300.0
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"{value!r} is not a service name; use letters, digits, '-', '_'"
+                             " or '.'")
+        return value
+
+    def command_line(self, resources: Resources) -> str:
+        """The `conveyor serve` call that deploys it and returns once it is up."""
+        words = [sys.executable, "-m", "conveyor", "serve", self.model, "--name", self.name,
+                 "--runtime", self.runtime_variant, "--replicas", str(self.replicas),
+                 "--port", str(self.port), "--cpu", f"{resources.cpu:g}", "--mem",
+                 str(resources.mem), "--gpu", f"{resources.cuda_shares:g}",
+                 "--startup-timeout", f"{self.startup_timeout:g}", "--detach"]
+        if self.min_replicas is not None:
+            words += ["--min-replicas", str(self.min_replicas)]
+        if self.max_replicas is not None:
+            words += ["--max-replicas", str(self.max_replicas)]
+        if self.open_to_public:
+            words.append("--public")
+        for key, value in self.envs.items():
+            words += ["--env", f"{key}={value}"]
+        return shlex.join(words)
+
+
 class Mount(_Strict):
     folder: str
     alias: str | None = None  # None: the folder's own name
@@ -124,7 +168,8 @@ class Task(_Strict):
     cluster_mode: Literal["single-node", "multi-node"] = "single-node"
     cluster_size: int = Field(default=1, ge=1)
     module_uri: str | None = ""  # FastTrack metadata, kept
-    command: str
+    command: str | None = None
+    service: ServiceBlock | None = None
     environment: TaskEnvironment = Field(default_factory=TaskEnvironment)
     resources: Resources = Field(default_factory=Resources)
     resource_opts: ResourceOpts = Field(default_factory=ResourceOpts)
@@ -147,10 +192,17 @@ class Task(_Strict):
 
     @field_validator("command")
     @classmethod
-    def _command_not_empty(cls, value: str) -> str:
-        if not value.strip():
+    def _command_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("the command is empty; write the shell command the task runs")
         return value
+
+    @model_validator(mode="after")
+    def _command_or_service(self) -> Task:
+        if (self.command is None) == (self.service is None):
+            raise ValueError("give the task either a `command` or a `service` block"
+                             + (", not both" if self.command else ""))
+        return self
 
     @field_validator("cluster_size")
     @classmethod
@@ -161,6 +213,14 @@ class Task(_Strict):
                 " set cluster_mode: multi-node or cluster_size: 1"
             )
         return size
+
+    @property
+    def shell_command(self) -> str:
+        return self.command if self.service is None else self.service.command_line(self.resources)
+
+    def request(self) -> Request:
+        """What each process of the task holds; a service's replicas ask for their own."""
+        return Request(cpu=0, mem=0) if self.service else self.resources.request()
 
     @property
     def copies(self) -> int:

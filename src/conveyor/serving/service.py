@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,7 @@ RUNTIMES = ("auto", "builtin", *[n for n in VARIANTS if n != "builtin"])
 GPU_RUNTIMES = ("vllm", "sglang", "tgi", "nim")
 DRAIN_LIMIT = 30.0  # seconds a replica being removed may finish what it is answering
 TICK = 0.5  # seconds between looks at load and stop requests
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class ServiceError(ConveyorError):
@@ -104,10 +106,14 @@ def plan_service(model_dir: Path, *, settings: Settings, name: str | None = None
     if reason:
         raise ConfigError(f"{lowest} replica(s) of this service {reason}; lower --cpu, --mem,"
                           " --gpu or --replicas")
+    served = name or env.get("BACKEND_MODEL_NAME") or os.environ.get("BACKEND_MODEL_NAME") \
+        or folder.path.name
+    if not SERVICE_NAME.match(served):
+        raise UsageError(f"{served!r} cannot name a service; give --name with letters, digits,"
+                         " '-', '_' or '.'")
+    env["BACKEND_MODEL_NAME"] = served  # every runtime serves the name the gateway checks
     spec = ServiceSpec(
-        name=name or env.get("BACKEND_MODEL_NAME") or folder.path.name,
-        folder=folder, runtime=runtime,
-        model_name=env.get("BACKEND_MODEL_NAME") or name or folder.path.name,
+        name=served, folder=folder, runtime=runtime, model_name=served,
         host=host, port=port, public=public, secret_env=secret_env,
         policy=ScalePolicy(lowest, highest, scale_up_at, scale_down_at, cooldown),
         request=request, env=env, startup_timeout=startup_timeout)
