@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned, so that this machine's local CPU build is used by whatever needs it
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[postgres,adapt,train,test]'
+	$(BIN)/python -m pip install --quiet -e '.[postgres,adapt,train,serve,test]'
 	touch $(STAMP)
 
 demo: install
@@ -33,6 +33,8 @@ bench: install
 	$(BIN)/python benchmarks/engine_overhead.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/semscore_throughput.py
+	$(BIN)/python benchmarks/gateway_overhead.py
+	$(BIN)/python benchmarks/builtin_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -159,7 +159,8 @@ def main() -> None:
           f" (ratio {g32['rate'] / d32['rate']:.2f}; goal >= 5000)")
     print(f"streams/s at 32 clients: {gs['rate']:.0f} through vs {ds['rate']:.0f} direct;"
           f" first chunk p50 {gs['first_ms']:.3f} vs {ds['first_ms']:.3f} ms")
-    lag = statistics.median(1000 * (g[-1] - d[-1]) for g, d in zip(gp["chunks"], dp["chunks"]))
+    lag = 1000 * (statistics.median(c[-1] for c in gp["chunks"])
+                  - statistics.median(c[-1] for c in dp["chunks"]))
     spread = statistics.median(1000 * (c[-1] - c[0]) for c in gp["chunks"])
     print(f"paced stream (20 chunks 10 ms apart): chunks spread over {spread:.1f} ms through the"
           f" gateway, last chunk {lag:+.3f} ms vs direct (buffering would bunch them up)")

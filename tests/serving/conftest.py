@@ -10,7 +10,7 @@ import pytest
 # A stand-in runtime for the cmd and custom variants: a stdlib HTTP server on $PORT that says
 # which replica answered; /health fails while the file named by $SICK_FILE exists.
 REPLICA_SERVER = r'''
-import json, os
+import json, os, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(os.environ["PORT"])
@@ -35,6 +35,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        time.sleep(body.get("sleep", 0))
         self.answer(200, {"pid": os.getpid(), "port": PORT, "model": body["model"],
                           "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
                           "choices": [{"index": 0, "finish_reason": "stop",

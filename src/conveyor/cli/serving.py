@@ -21,7 +21,6 @@ from conveyor.errors import NotFoundError, UsageError
 from conveyor.pipelines.resources import parse_duration, parse_size
 from conveyor.pipelines.runs import parse_env_pairs
 from conveyor.processes import HOST
-from conveyor.serving.auth import issue_token
 from conveyor.settings import Settings, load_settings
 from conveyor.store.repository import Store
 from conveyor.store.services import ServiceRecord
@@ -163,6 +162,7 @@ def _announce(settings: Settings, name: str, model: str, runtime: str, endpoint:
 
 
 def _token(settings: Settings, name: str, secret_env: str | None, lifetime: float) -> str:
+    from conveyor.serving.auth import issue_token
     from conveyor.serving.service import secret_for
 
     return issue_token(secret_for(settings, name, secret_env), name, lifetime)

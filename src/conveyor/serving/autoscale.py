@@ -1,5 +1,6 @@
-"""When to add or remove a replica: in-flight requests per replica, averaged over a window,
-against a scale-up and a scale-down threshold, with a cooldown after every change."""
+"""When to add or remove a replica: in-flight requests per replica, averaged over the last
+cooldown period, against a scale-up and a scale-down threshold. After every change the next
+judgement waits a full cooldown, so it rests on load measured with the new replica count."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ class ScalePolicy:
     max_replicas: int
     scale_up_at: float = 4.0  # average in-flight requests per replica above which one is added
     scale_down_at: float = 0.5  # ... below which one is removed
-    cooldown: float = 30.0  # seconds after a change before the next one
-    window: float = 10.0  # seconds the load is averaged over
+    cooldown: float = 30.0  # seconds after a change before the next one; also the averaging window
 
     @property
     def fixed(self) -> bool:
@@ -29,7 +29,7 @@ class Autoscaler:
 
     def observe(self, at: float, in_flight: int) -> None:
         self._samples.append((at, in_flight))
-        while self._samples and self._samples[0][0] < at - self.policy.window:
+        while self._samples and self._samples[0][0] < at - self.policy.cooldown:
             self._samples.popleft()
 
     def decide(self, at: float, replicas: int) -> int:
@@ -41,8 +41,6 @@ class Autoscaler:
             return -1
         if policy.fixed or at - self.last_change < policy.cooldown or not self._samples:
             return 0
-        if self._samples[0][0] > at - policy.window * 0.5:
-            return 0  # not enough history since the last change to judge
         load = sum(n for _, n in self._samples) / len(self._samples) / max(replicas, 1)
         if load > policy.scale_up_at and replicas < policy.max_replicas:
             return +1
