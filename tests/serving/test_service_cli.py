@@ -70,6 +70,13 @@ models:
   - name: echo-model
     model_path: /models
     service:
+      pre_start_actions:
+        - action: mkdir
+          args: {{path: cache}}
+        - action: write_file
+          args: {{filename: cache/settings.json, body: '{{"ready": true}}', mode: "0600"}}
+        - action: run_command
+          args: {{command: [cp, cache/settings.json, cache/copied.json]}}
       start_command: {replica_server}
       port: {replica_port}
       health_check:
@@ -86,6 +93,8 @@ models:
     assert service["runtime"] == "custom" and service["status"] == "HEALTHY"
     assert service["replicas"][0]["port"] == replica_port
     assert ask(free_port).status_code == 200  # public: no token
+    assert json.loads((model / "cache" / "copied.json").read_text()) == {"ready": True}
+    assert (model / "cache" / "settings.json").stat().st_mode & 0o777 == 0o600
 
     sick.touch()
     wait_until(lambda: info("echo")["replicas"][0]["restarts"] >= 1, timeout=20)
@@ -180,3 +189,18 @@ def test_a_busy_port_and_unknown_services_are_one_line(cli, tmp_path, replica_se
     for command in (["service", "ghost"], ["token", "ghost"], ["stop", "ghost"]):
         missing = cli(*command)
         assert missing.returncode != 0 and "no service named 'ghost'" in missing.stderr
+
+
+def test_an_unknown_pre_start_action_is_one_line(cli, tmp_path):
+    (tmp_path / "model-definition.yaml").write_text("""
+models:
+  - name: m
+    model_path: /models
+    service:
+      pre_start_actions: [{action: install_everything}]
+      start_command: [python, -m, http.server]
+      port: 8080
+""")
+    done = cli("serve", tmp_path)
+    assert done.returncode == 2
+    assert "pre_start_actions[0]: unknown action 'install_everything'" in done.stderr

@@ -24,10 +24,11 @@ from conveyor.pipelines.resources import Request, ResourcePool, format_size, why
 from conveyor.processes import is_same_process, kill_group, owner_is_alive, this_process_id
 from conveyor.serving.auth import TokenVerifier, new_secret
 from conveyor.serving.autoscale import Autoscaler, ScalePolicy
-from conveyor.serving.folder import ModelFolder, ModelFolderError, inspect_folder
+from conveyor.serving.folder import DEFINITION_FILE, ModelFolder, ModelFolderError, inspect_folder
 from conveyor.serving.gateway import Gateway, GatewaySettings
 from conveyor.serving.health import ServiceStatus, service_status
 from conveyor.serving.metrics import GatewayMetrics
+from conveyor.serving.pre_start import check_actions, run_actions
 from conveyor.serving.replica import Replica, ReplicaPlan, process_env
 from conveyor.serving.variants import VARIANTS
 from conveyor.settings import Settings
@@ -118,7 +119,14 @@ def plan_service(model_dir: Path, *, settings: Settings, name: str | None = None
         policy=ScalePolicy(lowest, highest, scale_up_at, scale_down_at, cooldown),
         request=request, env=env, startup_timeout=startup_timeout)
     VARIANTS[runtime].build(folder, 0, spec.model_name, _variant_env(spec))  # fails early
+    if runtime == "custom":
+        check_actions(_pre_start(spec), folder.path / DEFINITION_FILE)
     return spec
+
+
+def _pre_start(spec: ServiceSpec) -> list:
+    definition = spec.folder.definition
+    return definition.models[0].service.pre_start_actions if definition else []
 
 
 def choose_runtime(folder: ModelFolder, requested: str, gpu_share: float) -> str:
@@ -210,6 +218,9 @@ class ServiceHost:
         """Host the service until it is stopped (signal, `conveyor stop`)."""
         self._claim()
         try:
+            if self.spec.runtime == "custom":
+                await asyncio.to_thread(run_actions, _pre_start(self.spec), self.spec.folder.path,
+                                        _variant_env(self.spec))
             for _ in range(self.spec.policy.min_replicas):
                 if not self._add_replica():
                     raise ServiceError(f"service {self.spec.name}: not enough free resources"
