@@ -204,3 +204,34 @@ models:
     done = cli("serve", tmp_path)
     assert done.returncode == 2
     assert "pre_start_actions[0]: unknown action 'install_everything'" in done.stderr
+
+
+def test_ctrl_c_stops_a_foreground_service_and_its_replicas(
+        tmp_path, replica_server, free_port, info, wait_until):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    host = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "serve", str(tmp_path), "--runtime", "cmd",
+         "--command", replica_server, "--port", str(free_port), "--name", "echo", "--public"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        def answers() -> bool:
+            try:
+                return ask(free_port).status_code == 200
+            except httpx.TransportError:  # the gateway is not listening yet
+                return False
+
+        wait_until(answers, timeout=30)
+        replica = info("echo")["replicas"][0]["pid"]
+        host.send_signal(signal.SIGINT)
+        out, err = host.communicate(timeout=30)
+    finally:
+        host.kill()
+    assert host.returncode == 0, err
+    assert f"service echo: http://127.0.0.1:{free_port}/v1" in out
+    assert "service echo stopped" in err
+    assert start_time(replica) is None
+    assert info("echo")["status"] == "STOPPED"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conveyor.serving.folder import inspect_folder
+from conveyor.serving.folder import ModelFolder, inspect_folder
 from conveyor.serving.variants import VARIANTS, RuntimeMissing
 
 
@@ -83,3 +83,28 @@ def test_a_missing_runtime_says_what_to_install():
     with pytest.raises(RuntimeMissing, match="the vllm runtime is not installed: pip install vllm"):
         VARIANTS["vllm"].check_installed()
     VARIANTS["cmd"].check_installed()
+
+
+def test_builtin_runs_conveyors_own_server(hf_folder):
+    launch = build("builtin", hf_folder, {"BUILTIN_EXTRA_ARGS": "--max-batch 16"})
+    assert launch.command == [
+        sys.executable, "-m", "conveyor.serving.builtin", "--model", str(hf_folder.path),
+        "--host", "127.0.0.1", "--port", "9001", "--name", "trade-qa", "--max-batch", "16"]
+    assert launch.health.path == "/health"
+
+
+@pytest.mark.parametrize(("kind", "gpu", "vllm_installed", "expected"), [
+    ("definition", 0, False, "custom"),
+    ("gguf", 1, True, "llamacpp"),
+    ("hf", 1, True, "vllm"),
+    ("hf", 1, False, "builtin"),
+    ("hf", 0, True, "builtin"),
+])
+def test_auto_picks_a_runtime_from_the_folder(tmp_path, monkeypatch, kind, gpu, vllm_installed,
+                                              expected):
+    from conveyor.serving import service
+
+    monkeypatch.setattr(service.shutil, "which", lambda name: "/bin/vllm" if vllm_installed else None)
+    folder = ModelFolder(tmp_path, kind)
+    assert service.choose_runtime(folder, "auto", gpu) == expected
+    assert service.choose_runtime(folder, "cmd", gpu) == "cmd"
