@@ -146,10 +146,20 @@ def _serve_detached(settings: Settings, store: Store, name: str, startup: float)
                 child.wait(timeout=settings.kill_grace + 10)
             except subprocess.TimeoutExpired:
                 child.kill()
-            why = f": {record.message}" if record is not None and record.message else ""
+            why = _latest_trouble(record)
             raise UsageError(f"service {name} was not up within {startup:g} s{why}; stopped it"
                              f" (see {log_file})")
         time.sleep(0.2)
+
+
+def _latest_trouble(record: ServiceRecord | None) -> str:
+    """What the replicas last said went wrong, as `: reason`, or nothing."""
+    if record is None:
+        return ""
+    said = [r.message for r in record.replicas if r.message and r.status != "HEALTHY"]
+    if not said and record.message:
+        said = [record.message]
+    return f": {said[0]}" if said else ""
 
 
 def _announce(settings: Settings, name: str, model: str, runtime: str, endpoint: str,
