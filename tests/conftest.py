@@ -144,39 +144,11 @@ def postgres_url() -> Iterator[str]:
 def tiny_model(tmp_path_factory) -> Path:
     """A Gemma 3 causal LM with hidden size 64 and 2 layers, and a BPE tokenizer trained on the
     sample data: the same code paths as the real model, in seconds."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+    from conveyor.adapt.tiny_model import build_tiny_model
 
-    from conveyor.adapt.models import GEMMA_CHAT_TEMPLATE
-
-    folder = tmp_path_factory.mktemp("tiny-gemma")
     texts = [p.read_text(encoding="utf-8") for p in SAMPLE_DATA.rglob("*.*")
              if p.suffix in (".json", ".jsonl", ".txt")]
-    special = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
-    core = Tokenizer(models.BPE(unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    core.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=800, special_tokens=special,
-                                                        show_progress=False))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>",
-                                        eos_token="<eos>", bos_token="<bos>", unk_token="<unk>")
-    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=512,
-        sliding_window=128, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-        initializer_range=0.2,  # with the default 0.02 the tied embeddings cap logits near zero
-    )
-    torch_seed(0)
-    Gemma3ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def torch_seed(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-gemma"), texts)
 
 
 @pytest.fixture(scope="session")

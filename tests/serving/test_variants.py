@@ -89,7 +89,8 @@ def test_builtin_runs_conveyors_own_server(hf_folder):
     launch = build("builtin", hf_folder, {"BUILTIN_EXTRA_ARGS": "--max-batch 16"})
     assert launch.command == [
         sys.executable, "-m", "conveyor.serving.builtin", "--model", str(hf_folder.path),
-        "--host", "127.0.0.1", "--port", "9001", "--name", "trade-qa", "--max-batch", "16"]
+        "--host", "127.0.0.1", "--port", "9001", "--name", "trade-qa", "--device", "auto",
+        "--max-batch", "16"]
     assert launch.health.path == "/health"
 
 

@@ -57,7 +57,7 @@ def _health(path: str) -> HealthCheck:
 
 def _builtin(folder: ModelFolder, port: int, name: str, env: Mapping[str, str]) -> Launch:
     command = [sys.executable, "-m", "conveyor.serving.builtin", "--model", str(folder.path),
-               "--host", HOST, "--port", str(port), "--name", name]
+               "--host", HOST, "--port", str(port), "--name", name, "--device", "auto"]
     command += shlex.split(env.get("BUILTIN_EXTRA_ARGS", ""))  # e.g. --max-batch 16
     return Launch(command, port, _health("/health"), {})
 
