@@ -310,6 +310,7 @@ class ServiceHost:
             startup_timeout=spec.startup_timeout, kill_grace=self.settings.kill_grace)
         replica = Replica(plan, grants[0], self._replica_changed)
         self.replicas.append(replica)
+        self._replica_changed(replica)  # its grant is in the store before anyone else looks
         self.gateway.upstreams.append(replica.upstream)
         replica.begin()
         return True
