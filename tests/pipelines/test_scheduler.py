@@ -102,6 +102,20 @@ def test_fractional_gpu_shares_pack_two_tasks_on_one_device(
     assert run.task("g1").resources["gpus"] == [{"index": 0, "share": 0.5}]
 
 
+def test_a_gpu_if_available_runs_on_the_cpu_where_there_is_none(write_pipeline, execute):
+    path = write_pipeline("""
+        name: laptop
+        tasks:
+        - name: train
+          command: echo "gpus=[$CONVEYOR_GPU_SHARES]"
+          resources: {cpu: 1, cuda.shares: 0.5}
+          resource_opts: {gpu: if-available}
+        """)
+    run = execute(path)  # without `if-available`, the file is refused on this machine
+    assert run.task("train").status == "succeeded"
+    assert run.task("train").resources["gpu_shares"] == 0
+
+
 def test_skipped_task_lets_dependents_run(write_pipeline, execute):
     path = write_pipeline("""
         name: skipping

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -37,7 +39,7 @@ def deploy_pipeline(tmp_path, port: int, command: str, startup: str = "20s") -> 
 name: deploy
 tasks:
 - name: make-model
-  command: mkdir -p models/tuned && echo weights > models/tuned/weights.txt
+  command: mkdir -p /home/work/models/tuned && echo weights > /home/work/models/tuned/weights.txt
   mounts: [models]
 - name: serve
   dependencies: [make-model]
@@ -45,7 +47,7 @@ tasks:
   resources: {{cpu: 0.5}}
   service:
     name: piped
-    model: models/tuned
+    model: /home/work/models/tuned
     runtime_variant: cmd
     port: {port}
     open_to_public: true
@@ -68,7 +70,8 @@ def test_the_task_succeeds_once_the_service_is_up_and_the_service_stays(
         answer = httpx.post(f"http://127.0.0.1:{free_port}/v1/chat/completions",
                             json={"model": "piped", "messages": [{"role": "user", "content": "x"}]})
         assert answer.status_code == 200
-        assert answer.json()["model_dir"].endswith("/models/tuned")  # the storage folder itself
+        storage = Path(os.environ["CONVEYOR_HOME"]) / "folders" / "models" / "tuned"
+        assert answer.json()["model_dir"] == str(storage.resolve())  # not the run's work link
     finally:
         cli("stop", "piped")
 

@@ -259,7 +259,7 @@ class _Drive:
             if self.not_before.get(name, 0) > now:
                 continue
             elsewhere = resource_ledger.held_elsewhere(self.store, except_run=self.run.id)
-            grants = resource_ledger.acquire(self.pool, task.request(), task.copies,
+            grants = resource_ledger.acquire(self.pool, task.request(self.pool.capacity), task.copies,
                                              elsewhere)
             if grants is None:
                 self._wait_for_room(task)
@@ -268,7 +268,8 @@ class _Drive:
             self._start(task, grants)
 
     def _wait_for_room(self, task: Task) -> None:
-        reason = why_never_fits(task.request(), task.copies, self.pool.capacity)
+        reason = why_never_fits(task.request(self.pool.capacity), task.copies,
+                                self.pool.capacity)
         if reason and not self.active:
             self._move(task.name, T.FAILED, message=f"can never run here: {reason}",
                        finished_at=now())
@@ -420,7 +421,7 @@ def _kill_leftover(pid: int | None, started: float | None) -> None:
 
 def _resources_given(task: Task, grants: list[Grant]) -> dict:
     given = grants[0].as_dict()
-    given["gpu_shares"] = task.resources.cuda_shares
+    given["gpu_shares"] = sum(share for _, share in grants[0].gpus)
     given["shmem"] = task.resource_opts.shmem
     if len(grants) > 1:
         given["nodes"] = [grant.as_dict() for grant in grants]

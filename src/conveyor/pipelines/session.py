@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def prepare(ctx: RunContext, task: Task, key: JobKey, grant: Grant) -> Launch:
     output.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    # `conveyor` and `python` in a task are those of the environment running the engine
+    tools = os.path.dirname(sys.executable)
+    if tools not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join(filter(None, [tools, env.get("PATH")]))
     env.update(ctx.pipeline.environment.envs)
     env.update(task.environment.envs)
     env.update(ctx.env_overrides)
@@ -65,7 +70,8 @@ def prepare(ctx: RunContext, task: Task, key: JobKey, grant: Grant) -> Launch:
     cwd = ctx.pipeline_dir
     if task.workdir:
         cwd = ctx.pipeline_dir / FASTTRACK_WORK.sub(str(work), task.workdir)
-    return Launch(key=key, command=FASTTRACK_WORK.sub(str(work), task.shell_command), cwd=cwd, env=env)
+    command = FASTTRACK_WORK.sub(str(work), task.shell_command(ctx.settings.capacity))
+    return Launch(key=key, command=command, cwd=cwd, env=env)
 
 
 def _session_variables(

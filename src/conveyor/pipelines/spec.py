@@ -85,6 +85,9 @@ class Resources(_Strict):
 
 class ResourceOpts(_Strict):
     shmem: Size = 0
+    # `if-available`: on a machine without GPUs the task runs on the CPU instead of never
+    # running, so that one file serves a laptop and a GPU server (a Conveyor extension)
+    gpu: Literal["required", "if-available"] = "required"
 
 
 class Retry(_Strict):
@@ -115,12 +118,12 @@ class ServiceBlock(_Strict):
                              " or '.'")
         return value
 
-    def command_line(self, resources: Resources) -> str:
+    def command_line(self, request: Request) -> str:
         """The `conveyor serve` call that deploys it and returns once it is up."""
         words = [sys.executable, "-m", "conveyor", "serve", self.model, "--name", self.name,
                  "--runtime", self.runtime_variant, "--replicas", str(self.replicas),
-                 "--port", str(self.port), "--cpu", f"{resources.cpu:g}", "--mem",
-                 str(resources.mem), "--gpu", f"{resources.cuda_shares:g}",
+                 "--port", str(self.port), "--cpu", f"{request.cpu:g}", "--mem",
+                 str(request.mem), "--gpu", f"{request.gpu_shares:g}",
                  "--startup-timeout", f"{self.startup_timeout:g}", "--detach"]
         if self.min_replicas is not None:
             words += ["--min-replicas", str(self.min_replicas)]
@@ -214,13 +217,21 @@ class Task(_Strict):
             )
         return size
 
-    @property
-    def shell_command(self) -> str:
-        return self.command if self.service is None else self.service.command_line(self.resources)
+    def shell_command(self, capacity: Capacity) -> str:
+        if self.service is None:
+            return self.command
+        return self.service.command_line(self.replica_request(capacity))
 
-    def request(self) -> Request:
+    def replica_request(self, capacity: Capacity) -> Request:
+        """What each process (or each replica of a service) asks for on this machine."""
+        request = self.resources.request()
+        if capacity.gpus == 0 and self.resource_opts.gpu == "if-available":
+            return Request(cpu=request.cpu, mem=request.mem)
+        return request
+
+    def request(self, capacity: Capacity) -> Request:
         """What each process of the task holds; a service's replicas ask for their own."""
-        return Request(cpu=0, mem=0) if self.service else self.resources.request()
+        return Request(cpu=0, mem=0) if self.service else self.replica_request(capacity)
 
     @property
     def copies(self) -> int:
@@ -317,7 +328,7 @@ def _check_capacity(
 ) -> list[str]:
     problems = []
     for i, task in enumerate(pipeline.tasks):
-        reason = why_never_fits(task.resources.request(), task.copies, capacity)
+        reason = why_never_fits(task.replica_request(capacity), task.copies, capacity)
         if reason:
             line = doc.line_of(("tasks", i, "resources"))
             nodes = f" ({task.copies} nodes)" if task.copies > 1 else ""
