@@ -235,3 +235,18 @@ def test_ctrl_c_stops_a_foreground_service_and_its_replicas(
     assert "service echo stopped" in err
     assert start_time(replica) is None
     assert info("echo")["status"] == "STOPPED"
+
+
+def test_any_free_port_and_asking_a_service(cli, tmp_path, replica_server, services, info):
+    started = cli("serve", tmp_path, "--runtime", "cmd", "--command", replica_server,
+                  "--port", "0", "--name", "echo", "--detach")
+    assert started.returncode == 0, started.stderr
+    port = info("echo")["endpoint"].rsplit(":", 1)[1].split("/")[0]
+    assert port != "0" and f"http://127.0.0.1:{port}/v1" in started.stdout
+    asked = cli("ask", "echo", "What is FOB?", "What is CIF?", "--json")
+    assert asked.returncode == 0, asked.stderr
+    answers = json.loads(asked.stdout)
+    assert [a["question"] for a in answers] == ["What is FOB?", "What is CIF?"]
+    assert [a["answer"] for a in answers] == ["ok", "ok"]
+    foreground = cli("serve", tmp_path, "--runtime", "cmd", "--command", "true", "--port", "0")
+    assert foreground.returncode == 2 and "needs --detach" in foreground.stderr

@@ -29,13 +29,14 @@ console = Console(highlight=False)
 notes = Console(stderr=True, highlight=False)
 UP = ("HEALTHY", "RUNNING")
 TOKEN_LIFETIME = "24h"
+DETACHED = "CONVEYOR_SERVICE_DETACHED"  # set for the background process of `serve --detach`
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 NameArg = Annotated[str, typer.Argument(help="The service's name.")]
 
 
 def register(app: typer.Typer) -> None:
-    for command in (serve, services, service, token, stop):
+    for command in (serve, services, service, token, ask, stop):
         app.command()(command)
 
 
@@ -52,7 +53,7 @@ def serve(
     runtime: Annotated[str, typer.Option(help="auto, builtin, llamacpp, vllm, tgi, sglang, nim,"
                                          " cmd or custom.")] = "auto",
     host: Annotated[str, typer.Option(help="Where the gateway listens.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="The gateway's port.")] = 8000,
+    port: Annotated[int, typer.Option(help="The gateway's port (0: any free one).")] = 8000,
     replicas: Annotated[int, typer.Option(help="Replicas to start.")] = 1,
     min_replicas: Annotated[int | None, typer.Option(help="Autoscale down to this many.")] = None,
     max_replicas: Annotated[int | None, typer.Option(help="Autoscale up to this many.")] = None,
@@ -92,6 +93,8 @@ def serve(
     if detach:
         _serve_detached(settings, store, spec.name, startup)
         return
+    if port == 0 and not os.environ.get(DETACHED):
+        raise UsageError("--port 0 (any free port) needs --detach, which reports the port chosen")
     _announce(settings, spec.name, spec.model_name, spec.runtime, f"http://{host}:{port}/v1",
               spec.public, spec.secret_env)
     notes.print("Ctrl-C or `conveyor stop " + spec.name + "` stops it.", markup=False)
@@ -125,7 +128,8 @@ def _serve_detached(settings: Settings, store: Store, name: str, startup: float)
     with open(log_file, "ab") as out:
         child = subprocess.Popen([sys.executable, "-m", "conveyor", *argv], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                 env=dict(os.environ, CONVEYOR_HOME=str(settings.home)))
+                                 env=dict(os.environ, CONVEYOR_HOME=str(settings.home),
+                                          **{DETACHED: "1"}))
     deadline = time.monotonic() + startup + 5  # the process itself takes a moment to start
     mine = f"{HOST}:{child.pid}:"
     while True:
@@ -266,6 +270,44 @@ def token(
     except ValueError as err:
         raise UsageError(f"--lifetime: {err}") from None
     print(_token(settings, name, record.options.get("secret_env"), seconds))
+
+
+def ask(
+    name: NameArg,
+    questions: Annotated[list[str], typer.Argument(help="Questions, each sent on its own.")],
+    max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 128,
+    temperature: Annotated[float, typer.Option(help="0 answers greedily.")] = 0.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask a running service questions through its OpenAI-compatible chat API."""
+    import httpx
+
+    settings, store = _open()
+    record = _find(store, name)
+    if _state(record) not in (*UP, "DEGRADED"):
+        raise UsageError(f"service {name} is {_state(record)}; start it with `conveyor serve`")
+    headers = {} if record.public else {
+        "authorization": f"Bearer {_token(settings, name, record.options.get('secret_env'), 600)}"}
+    answers = []
+    for question in questions:
+        try:
+            reply = httpx.post(f"{_endpoint(record)}/chat/completions", headers=headers, timeout=600,
+                               json={"model": record.model_name, "max_tokens": max_tokens,
+                                     "temperature": temperature,
+                                     "messages": [{"role": "user", "content": question}]})
+        except httpx.HTTPError as err:
+            raise UsageError(f"service {name} did not answer: {err}") from None
+        if reply.status_code != 200:
+            raise UsageError(f"service {name} answered {reply.status_code}: {reply.text[:300]}")
+        body = reply.json()
+        answers.append({"question": question, "answer": body["choices"][0]["message"]["content"],
+                        "usage": body.get("usage")})
+    if as_json:
+        console.print_json(json.dumps(answers, ensure_ascii=False))
+        return
+    for item in answers:
+        console.print(f"Q: {item['question']}\nA: {item['answer'].strip()}\n", markup=False,
+                      soft_wrap=True)
 
 
 def stop(name: NameArg) -> None:

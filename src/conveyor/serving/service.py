@@ -231,6 +231,9 @@ class ServiceHost:
             except OSError as err:
                 raise ServiceError(f"cannot listen on {self.spec.host}:{self.spec.port}:"
                                    f" {err.strerror or err}; choose another --port") from None
+            if self.spec.port == 0:  # the system chose one: say which
+                self.store.update_service(self.spec.name,
+                                          port=server.sockets[0].getsockname()[1])
             self._watch_signals()
             try:
                 await self._steer()
