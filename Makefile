@@ -1,4 +1,4 @@
-# Conveyor: `make demo` runs the main job, `make test` runs the test suite.
+# Conveyor: `make demo` runs the main job (examples/domain-qa), `make test` runs the test suite.
 # Both install what they need first; `make install` alone is idempotent.
 PYTHON ?= python3.11
 VENV := .venv
@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/conveyor run examples/hello/pipeline.yaml
+	$(BIN)/conveyor run examples/domain-qa/pipeline.yaml
 	@run=$$($(BIN)/conveyor runs --json --limit 1 | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'); \
-	  echo "output of the join task (conveyor logs $$run join):"; $(BIN)/conveyor logs $$run join
+	  echo; echo "what the tuned model answered through the gateway (conveyor logs $$run serve-check):"; \
+	  $(BIN)/conveyor logs $$run serve-check | grep -E '^(Q|A):'; \
+	  echo; echo "headline figures (conveyor logs $$run summary):"; $(BIN)/conveyor logs $$run summary
 
 test: install
 	$(BIN)/python -m pytest

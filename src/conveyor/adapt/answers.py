@@ -55,23 +55,33 @@ def parse_sources(specs: list[str]) -> list[ModelSource]:
     return sources
 
 
-def load_answers(file: Path, source: ModelSource) -> dict[str, str]:
-    """Answers saved earlier by the same source, by question."""
+def cache_key(source: ModelSource, settings: dict) -> str:
+    """What makes saved answers still valid: the source, the weights of a local folder (a model
+    trained again in the same place answers anew), and the generation and format settings."""
+    weights = ""
+    if not source.is_endpoint and source.location != DEFAULT_MODEL:
+        files = sorted(Path(source.location).glob("*.safetensors"))
+        weights = ",".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return json.dumps([source.key, weights, settings], sort_keys=True, ensure_ascii=False)
+
+
+def load_answers(file: Path, key: str) -> dict[str, str]:
+    """Answers saved earlier under the same cache key, by question."""
     if not file.exists():
         return {}
     saved = {}
     for line in file.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        if row.get("source") == source.key:
+        if row.get("key") == key:
             saved[row["question"]] = row["answer"]
     return saved
 
 
-def save_answers(file: Path, source: ModelSource, answers: dict[str, str]) -> None:
+def save_answers(file: Path, key: str, answers: dict[str, str]) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     with open(file, "w", encoding="utf-8") as out:
         for question, answer in answers.items():
-            out.write(json.dumps({"source": source.key, "question": question, "answer": answer},
+            out.write(json.dumps({"key": key, "question": question, "answer": answer},
                                  ensure_ascii=False) + "\n")
 
 

@@ -16,8 +16,11 @@ CONFIGS = Path(__file__).parent / "configs"
 
 def load_recipe_config(model: type[M], default: str, file: Path | None = None,
                        assignments: list[str] = ()) -> M:
-    """`file` (or the shipped configs/`default`) validated as `model`, after `--set` overrides."""
+    """`file` (or the shipped configs/`default`) validated as `model`, after `--set` overrides.
+    A bare file name that is not in the current folder names a shipped profile."""
     path = Path(file) if file else CONFIGS / default
+    if file and not path.exists() and path.name == str(file) and (CONFIGS / path.name).exists():
+        path = CONFIGS / path.name  # a shipped profile named alone, e.g. train-gpu.yaml
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

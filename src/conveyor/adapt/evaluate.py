@@ -128,7 +128,9 @@ def _load_split(data: Path, split: str, limit: int | None) -> list[dict]:
 def _answers(source, questions, out: Path, config: EvalConfig, home: Path, client,
              progress: Progress) -> list[str]:
     file = out / "answers" / f"{source.name}.jsonl"
-    saved = answers_.load_answers(file, source)
+    key = answers_.cache_key(source, {"generation": config.generation.model_dump(),
+                                      "format": config.format.model_dump()})
+    saved = answers_.load_answers(file, key)
     todo = [q for q in dict.fromkeys(questions) if q not in saved]
     if todo:
         done = [0]
@@ -144,5 +146,5 @@ def _answers(source, questions, out: Path, config: EvalConfig, home: Path, clien
             got = answers_.generate_local(answers_.model_folder(source, home), todo,
                                           config.format, config.generation, tick)
         saved.update((q, a) for q, a in zip(todo, got, strict=True) if a is not None)
-        answers_.save_answers(file, source, saved)
+        answers_.save_answers(file, key, saved)
     return [saved.get(q, "") for q in questions]  # a failed request counts as no answer

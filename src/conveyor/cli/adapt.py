@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from conveyor.errors import UsageError
+
 console = Console(highlight=False)
 notes = Console(stderr=True, highlight=False)
 
@@ -134,6 +136,30 @@ def evaluate(
     console.print(_eval_summary(metrics))
     for label, name in (("metrics", "metrics.json"), ("report", "report.html")):
         console.print(f"{label:>8}: {out / name}", markup=False, soft_wrap=True)
+
+
+@adapt_app.command()
+def results(
+    out: Annotated[Path, typer.Argument(help="The folder `adapt evaluate --out` wrote.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the headline figures as JSON.")]
+    = False,
+) -> None:
+    """Show the headline figures of a finished evaluation: SemScore and truthfulness per model."""
+    file = out / "metrics.json"
+    try:
+        metrics = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{file}: no such file; give the --out folder of `conveyor adapt"
+                         " evaluate`") from None
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{file}: cannot be read: {err}") from None
+    if as_json:
+        console.print_json(json.dumps({"n": metrics["n"], "split": metrics["split"],
+                                       "models": metrics["models"]}, ensure_ascii=False))
+        return
+    console.print(_eval_summary(metrics))
+    for label, name in (("metrics", "metrics.json"), ("report", "report.html")):
+        console.print(f"{label:>8}: {(out / name).resolve()}", markup=False, soft_wrap=True)
 
 
 def _eval_summary(metrics: dict) -> Table:
