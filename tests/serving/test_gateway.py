@@ -206,6 +206,7 @@ def test_tokens_are_required_unless_public():
     assert "conveyor token svc" in answers["none"].json()["error"]["message"]
     assert answers["good"].json()["data"][0]["id"] == "m"
     assert answers["preflight"].status_code == 204
+    assert answers["preflight"].headers.get_list("access-control-allow-origin") == ["*"]
     assert "authorization" in answers["preflight"].headers["access-control-allow-headers"]
 
 
