@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 PIPELINE = Path(__file__).parents[1] / "examples" / "domain-qa" / "pipeline.yaml"
 MARGIN = 0.05  # the README states it: tuned SemScore at least this much above base
