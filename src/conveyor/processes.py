@@ -32,6 +32,12 @@ def this_process_id() -> str:
     return f"{HOST}:{pid}:{start_time(pid)}"
 
 
+def owner_pid(owner: str) -> int | None:
+    """The pid in a `host:pid:start` owner string."""
+    pid_text = owner.split(":")[1] if owner.count(":") >= 2 else ""
+    return int(pid_text) if pid_text.isdigit() else None
+
+
 def owner_is_alive(owner: str) -> bool | None:
     """Whether the engine named by `owner` still runs; None when it runs on another host."""
     host, _, rest = owner.partition(":")

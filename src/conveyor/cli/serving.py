@@ -20,7 +20,7 @@ from rich.table import Table
 from conveyor.errors import NotFoundError, UsageError
 from conveyor.pipelines.resources import parse_duration, parse_size
 from conveyor.pipelines.runs import parse_env_pairs
-from conveyor.processes import HOST
+from conveyor.processes import HOST, owner_pid
 from conveyor.settings import Settings, load_settings
 from conveyor.store.repository import Store
 from conveyor.store.services import ServiceRecord
@@ -210,7 +210,7 @@ def _as_json(settings: Settings, record: ServiceRecord) -> dict:
         "name": record.name, "status": _state(record), "message": record.message,
         "endpoint": _endpoint(record), "model": record.model_name, "runtime": record.runtime,
         "model_dir": record.model_dir, "public": record.public, "options": record.options,
-        "pid": int(record.owner.split(":")[1]) if record.owner else None,
+        "pid": owner_pid(record.owner) if record.owner else None,
         "created_at": record.created_at.isoformat(), "updated_at": record.updated_at.isoformat(),
         "replicas": [{
             "number": r.number, "status": r.status, "port": r.port, "pid": r.pid,
@@ -318,8 +318,8 @@ def stop(name: NameArg) -> None:
     record = _find(store, name)
     if is_live(record):
         store.request_service_stop(name)
-        pid = int(record.owner.split(":")[1])
-        if record.owner.startswith(f"{HOST}:"):
+        pid = owner_pid(record.owner)
+        if pid is not None and record.owner.startswith(f"{HOST}:"):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
