@@ -7,6 +7,7 @@ work folders, and the storage folders that tasks mount.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ class Settings:
     @property
     def runs_root(self) -> Path:
         return self.home / "runs"
+
+    def with_db(self, db_url: str) -> Settings:
+        return dataclasses.replace(self, db_url=db_url)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -8,7 +8,7 @@ import sys
 import typer
 from rich.console import Console
 
-from conveyor.cli import adapt, pipelines, serving
+from conveyor.cli import adapt, pipelines, server, serving
 from conveyor.errors import ConveyorError, SpecError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
 pipelines.register(app)
 adapt.register(app)
 serving.register(app)
+server.register(app)
 
 _errors = Console(stderr=True, highlight=False)
 

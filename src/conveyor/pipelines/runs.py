@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conveyor.errors import UsageError
-from conveyor.pipelines.spec import Pipeline, load_pipeline
+from conveyor.errors import SpecError, UsageError
+from conveyor.pipelines.spec import Pipeline, parse_pipeline
 from conveyor.pipelines.state import TaskStatus
 from conveyor.processes import owner_is_alive
 from conveyor.settings import Settings
@@ -22,23 +22,45 @@ def create_run(
     skip: list[str] = (),
     only: list[str] = (),
     env: dict[str, str] | None = None,
+    started_by: str = "cli",
 ) -> str:
     """Check the file and the options, then record a pending run; returns its id."""
     path = Path(path).absolute()
-    pipeline = load_pipeline(path, settings.capacity)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([f"{path}: no such file; give the path of a pipeline.yaml"]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError([f"{path}: cannot be read: {err}"]) from None
+    return create_run_from_text(store, settings, text, path, skip, only, env, started_by)
+
+
+def create_run_from_text(
+    store: Store,
+    settings: Settings,
+    text: str,
+    path: Path,
+    skip: list[str] = (),
+    only: list[str] = (),
+    env: dict[str, str] | None = None,
+    started_by: str = "cli",
+) -> str:
+    """A run of a pipeline's YAML whose relative paths start in `path`'s folder."""
+    pipeline = parse_pipeline(text, str(path), settings.capacity)
     names = [t.name for t in pipeline.tasks]
-    for option, chosen in (("--skip", skip), ("--only", only)):
+    for option, chosen in (("skip", skip), ("only", only)):
         unknown = [name for name in chosen if name not in names]
         if unknown:
             raise UsageError(
-                f"{option} {', '.join(unknown)}: no such task in {path.name};"
+                f"--{option} {', '.join(unknown)}: no such task in {path.name};"
                 f" its tasks: {', '.join(names)}"
             )
     return store.create_run(
         pipeline=pipeline.name,
         pipeline_file=str(path),
-        spec_text=path.read_text(encoding="utf-8"),
-        options={"skip": list(skip), "only": list(only), "env": dict(env or {})},
+        spec_text=text,
+        options={"skip": list(skip), "only": list(only), "env": dict(env or {}),
+                 "started_by": started_by},
         task_statuses=initial_statuses(pipeline, skip, only),
     )
 

@@ -130,3 +130,76 @@ replicas = Table(
     Column("message", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+attempt_usage = Table(
+    "attempt_usage",
+    metadata,
+    Column("attempt_id", Integer, ForeignKey("attempts.id", ondelete="CASCADE"), primary_key=True),
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("task", String(200), nullable=False),
+    Column("cpu_seconds", Float, nullable=False),  # user + system time of the process tree
+    Column("peak_memory", BigInteger, nullable=False),  # bytes, resident, whole tree at once
+    Column("gpu_memory", BigInteger),  # bytes at peak, where nvidia-smi exists
+    Index("ix_attempt_usage_run", "run_id"),
+)
+
+pipelines = Table(
+    "pipelines",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("spec_text", Text, nullable=False),
+    Column("directory", Text, nullable=False),  # runs start here: the file's relative paths
+    Column("source", Text),  # the file it was registered from, if any
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline", String(200), nullable=False),
+    Column("cron", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("options", JSON, nullable=False),  # skip, env overrides of the runs it starts
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("next_due", DateTime(timezone=True), nullable=False),  # the first tick not handled
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+schedule_ticks = Table(
+    "schedule_ticks",
+    metadata,
+    Column("schedule_id", Integer, ForeignKey("schedules.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("due_at", DateTime(timezone=True), primary_key=True),  # the key: one run per tick
+    Column("outcome", String(20), nullable=False),  # started | missed | failed
+    Column("run_id", String(32)),
+    Column("message", Text),
+    Column("handled_at", DateTime(timezone=True), nullable=False),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline", String(200), nullable=False),
+    Column("url", Text, nullable=False),  # may hold a secret: never logged whole
+    Column("on_success", Boolean, nullable=False),
+    Column("on_failure", Boolean, nullable=False),
+    Column("slack", Boolean, nullable=False),  # Slack-compatible body instead of plain JSON
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("notification_id", Integer, ForeignKey("notifications.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("status", String(20), nullable=False),  # sending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("response_code", Integer),
+    Column("message", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,5 +1,5 @@
-"""The one API for state and logs: runs, tasks, attempts, events and log lines (services and
-their replicas in `store.services`).
+"""The one API for state and logs: runs, tasks, attempts, events and log lines; the mixins
+add services and replicas, usage, registered pipelines, schedules and notifications.
 
 SQLite (WAL) by default, PostgreSQL by URL. Status changes are compare-and-set
 (`UPDATE ... WHERE status = old`), so two processes can never both move a task
@@ -21,7 +21,11 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from conveyor.errors import ConfigError, NotFoundError
 from conveyor.store.models import attempts, events, log_lines, metadata, runs, tasks
+from conveyor.store.notifications import NotificationState
+from conveyor.store.pipelines import PipelineRegistry
+from conveyor.store.schedules import ScheduleState
 from conveyor.store.services import ServiceState
+from conveyor.store.usage import UsageState
 from conveyor.store.times import as_utc, now
 
 
@@ -99,7 +103,7 @@ class LogLine:
     text: str
 
 
-class Store(ServiceState):
+class Store(ServiceState, UsageState, PipelineRegistry, ScheduleState, NotificationState):
     def __init__(self, url: str):
         self.url = url
         self._engine = _create_engine(url)

@@ -1,0 +1,7 @@
+"""/api/pipelines (docs/server-api.md)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["pipelines"])

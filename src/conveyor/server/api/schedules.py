@@ -1,0 +1,7 @@
+"""/api/schedules (docs/server-api.md)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["schedules"])
