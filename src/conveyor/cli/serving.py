@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,17 +16,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from conveyor.errors import NotFoundError, UsageError
+from conveyor.errors import UsageError
 from conveyor.pipelines.resources import parse_duration, parse_size
 from conveyor.pipelines.runs import parse_env_pairs
-from conveyor.processes import HOST, owner_pid
+from conveyor.processes import HOST
 from conveyor.settings import Settings, load_settings
+from conveyor.serving import catalog
 from conveyor.store.repository import Store
 from conveyor.store.services import ServiceRecord
 
 console = Console(highlight=False)
 notes = Console(stderr=True, highlight=False)
-UP = ("HEALTHY", "RUNNING")
 TOKEN_LIFETIME = "24h"
 DETACHED = "CONVEYOR_SERVICE_DETACHED"  # set for the background process of `serve --detach`
 
@@ -135,8 +134,8 @@ def _serve_detached(settings: Settings, store: Store, name: str, startup: float)
     while True:
         record = store.get_service(name)
         if record is not None and (record.owner or "").startswith(mine):
-            if record.status in UP:
-                _announce(settings, name, record.model_name, record.runtime, _endpoint(record),
+            if record.status in catalog.UP:
+                _announce(settings, name, record.model_name, record.runtime, catalog.endpoint(record),
                           record.public, record.options.get("secret_env"))
                 return
             if record.status == "FAILED":
@@ -170,54 +169,19 @@ def _announce(settings: Settings, name: str, model: str, runtime: str, endpoint:
               public: bool, secret_env: str | None) -> None:
     console.print(f"service {name}: {endpoint}  model {model}  runtime {runtime}", markup=False)
     if not public:
-        token_text = _token(settings, name, secret_env, parse_duration(TOKEN_LIFETIME))
+        token_text = catalog.token(settings, name, secret_env, parse_duration(TOKEN_LIFETIME))
         console.print(f"token (valid {TOKEN_LIFETIME}; `conveyor token {name}` makes more):"
                       f"\n  Authorization: Bearer {token_text}", markup=False, soft_wrap=True)
 
 
-def _token(settings: Settings, name: str, secret_env: str | None, lifetime: float) -> str:
-    from conveyor.serving.auth import issue_token
-    from conveyor.serving.service import secret_for
-
-    return issue_token(secret_for(settings, name, secret_env), name, lifetime)
 
 
-def _endpoint(record: ServiceRecord) -> str:
-    return f"http://{record.host}:{record.port}/v1"
 
 
-def _find(store: Store, name: str) -> ServiceRecord:
-    record = store.get_service(name)
-    if record is None:
-        known = ", ".join(r.name for r in store.list_services()) or "none yet"
-        raise NotFoundError(f"no service named {name!r}; services: {known}")
-    return record
 
 
-def _state(record: ServiceRecord) -> str:
-    from conveyor.serving.service import is_live
-
-    if record.status not in ("STOPPED", "FAILED") and not is_live(record):
-        return "STOPPED"  # its host process died without saying so
-    return record.status
 
 
-def _as_json(settings: Settings, record: ServiceRecord) -> dict:
-    from conveyor.serving.service import service_dir
-
-    folder = service_dir(settings, record.name)
-    return {
-        "name": record.name, "status": _state(record), "message": record.message,
-        "endpoint": _endpoint(record), "model": record.model_name, "runtime": record.runtime,
-        "model_dir": record.model_dir, "public": record.public, "options": record.options,
-        "pid": owner_pid(record.owner) if record.owner else None,
-        "created_at": record.created_at.isoformat(), "updated_at": record.updated_at.isoformat(),
-        "replicas": [{
-            "number": r.number, "status": r.status, "port": r.port, "pid": r.pid,
-            "restarts": r.restarts, "message": r.message, "resources": r.resources,
-            "log": str(folder / f"replica-{r.number}.log"),
-        } for r in record.replicas],
-    }
 
 
 def services(as_json: JsonOption = False) -> None:
@@ -225,13 +189,13 @@ def services(as_json: JsonOption = False) -> None:
     settings, store = _open()
     records = store.list_services()
     if as_json:
-        console.print_json(json.dumps([_as_json(settings, r) for r in records]))
+        console.print_json(json.dumps([catalog.describe(settings, r) for r in records]))
         return
     table = Table("service", "status", "endpoint", "model", "runtime", "replicas")
     for record in records:
-        up = sum(1 for r in record.replicas if r.status in UP)
+        up = sum(1 for r in record.replicas if r.status in catalog.UP)
         live = sum(1 for r in record.replicas if r.status != "TERMINATED")
-        table.add_row(record.name, _state(record), _endpoint(record), record.model_name,
+        table.add_row(record.name, catalog.state(record), catalog.endpoint(record), record.model_name,
                       record.runtime, f"{up}/{live} up")
     console.print(table)
 
@@ -239,11 +203,11 @@ def services(as_json: JsonOption = False) -> None:
 def service(name: NameArg, as_json: JsonOption = False) -> None:
     """One service: status, endpoint, and each replica's health."""
     settings, store = _open()
-    record = _find(store, name)
+    record = catalog.find(store, name)
     if as_json:
-        console.print_json(json.dumps(_as_json(settings, record)))
+        console.print_json(json.dumps(catalog.describe(settings, record)))
         return
-    console.print(f"service {record.name}: {_state(record)}  {_endpoint(record)}  model"
+    console.print(f"service {record.name}: {catalog.state(record)}  {catalog.endpoint(record)}  model"
                   f" {record.model_name}  runtime {record.runtime}"
                   f"{'  public' if record.public else ''}", markup=False)
     if record.message:
@@ -262,14 +226,14 @@ def token(
 ) -> None:
     """Print a bearer token for a service."""
     settings, store = _open()
-    record = _find(store, name)
+    record = catalog.find(store, name)
     if record.public:
         raise UsageError(f"service {name} is public: it takes requests without a token")
     try:
         seconds = parse_duration(lifetime)
     except ValueError as err:
         raise UsageError(f"--lifetime: {err}") from None
-    print(_token(settings, name, record.options.get("secret_env"), seconds))
+    print(catalog.token(settings, name, record.options.get("secret_env"), seconds))
 
 
 def ask(
@@ -280,26 +244,12 @@ def ask(
     as_json: JsonOption = False,
 ) -> None:
     """Ask a running service questions through its OpenAI-compatible chat API."""
-    import httpx
-
     settings, store = _open()
-    record = _find(store, name)
-    if _state(record) not in (*UP, "DEGRADED"):
-        raise UsageError(f"service {name} is {_state(record)}; start it with `conveyor serve`")
-    headers = {} if record.public else {
-        "authorization": f"Bearer {_token(settings, name, record.options.get('secret_env'), 600)}"}
+    record = catalog.find(store, name)
     answers = []
     for question in questions:
-        try:
-            reply = httpx.post(f"{_endpoint(record)}/chat/completions", headers=headers, timeout=600,
-                               json={"model": record.model_name, "max_tokens": max_tokens,
-                                     "temperature": temperature,
-                                     "messages": [{"role": "user", "content": question}]})
-        except httpx.HTTPError as err:
-            raise UsageError(f"service {name} did not answer: {err}") from None
-        if reply.status_code != 200:
-            raise UsageError(f"service {name} answered {reply.status_code}: {reply.text[:300]}")
-        body = reply.json()
+        body = catalog.chat(settings, record, [{"role": "user", "content": question}],
+                            max_tokens, temperature)
         answers.append({"question": question, "answer": body["choices"][0]["message"]["content"],
                         "usage": body.get("usage")})
     if as_json:
@@ -315,19 +265,13 @@ def stop(name: NameArg) -> None:
     from conveyor.serving.service import is_live, kill_leftovers
 
     settings, store = _open()
-    record = _find(store, name)
+    record = catalog.find(store, name)
     if is_live(record):
-        store.request_service_stop(name)
-        pid = owner_pid(record.owner)
-        if pid is not None and record.owner.startswith(f"{HOST}:"):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        catalog.request_stop(store, record)
         deadline = time.monotonic() + settings.kill_grace + 15
-        while time.monotonic() < deadline and is_live(_find(store, name)):
+        while time.monotonic() < deadline and is_live(catalog.find(store, name)):
             time.sleep(0.2)
-    record = _find(store, name)
+    record = catalog.find(store, name)
     if is_live(record):
         raise UsageError(f"service {name} did not stop within {settings.kill_grace + 15:g} s")
     kill_leftovers(record)

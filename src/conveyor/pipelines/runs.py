@@ -115,7 +115,9 @@ def engine_state(run: RunRecord) -> str:
     return run.status
 
 
-def run_as_json(run: RunRecord) -> dict:
+def run_as_json(run: RunRecord, usage: dict[str, dict] | None = None) -> dict:
+    """A run and its tasks; `usage` is `Store.run_usage` of the run (each task's last attempt)."""
+    usage = usage or {}
     return {
         "id": run.id,
         "pipeline": run.pipeline,
@@ -134,6 +136,7 @@ def run_as_json(run: RunRecord) -> dict:
                 "started_at": _iso(t.started_at),
                 "finished_at": _iso(t.finished_at),
                 "resources": t.resources,
+                "usage": usage.get(t.name),
             }
             for t in run.tasks
         ],

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine
@@ -25,8 +26,11 @@ from conveyor.store.notifications import NotificationState
 from conveyor.store.pipelines import PipelineRegistry
 from conveyor.store.schedules import ScheduleState
 from conveyor.store.services import ServiceState
-from conveyor.store.usage import UsageState
+from conveyor.store.usage import UsageState, insert_usage
 from conveyor.store.times import as_utc, now
+
+if TYPE_CHECKING:
+    from conveyor.executors.usage import Usage
 
 
 # Statements on the engine's hot path, built once: keys of the parameters that name columns
@@ -183,11 +187,15 @@ class Store(ServiceState, UsageState, PipelineRegistry, ScheduleState, Notificat
             raise NotFoundError(f"{prefix!r} {what}; `conveyor runs` lists the runs")
         return rows[0]
 
-    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+    def list_runs(self, limit: int = 50, pipeline: str | None = None,
+                  status: str | None = None) -> list[RunRecord]:
+        query = select(runs).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
+        if pipeline is not None:
+            query = query.where(runs.c.pipeline == pipeline)
+        if status is not None:
+            query = query.where(runs.c.status == status)
         with self._engine.connect() as conn:
-            rows = conn.execute(
-                select(runs).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
-            ).mappings().all()
+            rows = conn.execute(query).mappings().all()
         return [_run_record(row, []) for row in rows]
 
     def claim_run(self, run_id: str, owner: str, replacing: str | None) -> bool:
@@ -292,8 +300,10 @@ class Store(ServiceState, UsageState, PipelineRegistry, ScheduleState, Notificat
         exit_code: int | None,
         outcome: str,
         message: str | None,
+        usage: Usage | None = None,
     ) -> None:
-        """Close an attempt and move its task out of running, in one transaction."""
+        """Close an attempt (with what it used, if measured) and move its task out of running,
+        in one transaction."""
         at = now()
         task_values: dict = {"exit_code": exit_code, "message": message}
         if new_status != "pending":
@@ -303,6 +313,8 @@ class Store(ServiceState, UsageState, PipelineRegistry, ScheduleState, Notificat
                 _UPDATE_ATTEMPT,
                 {"b_id": attempt_id, "finished_at": at, "exit_code": exit_code, "outcome": outcome},
             )
+            if usage is not None:
+                insert_usage(conn, attempt_id, run_id, name, usage)
             self._move(conn, run_id, name, "running", new_status, message, task_values)
 
     def open_attempts(self, run_id: str) -> list[AttemptRecord]:
