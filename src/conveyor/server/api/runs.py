@@ -1,7 +1,259 @@
-"""/api/runs (docs/server-api.md)."""
+"""/api/runs: start runs of registered pipelines, watch them live, read logs and artifacts.
+
+A run started here executes in an engine process of its own (as `conveyor run --detach`),
+so it survives a restart of the server and shows in the CLI as any other run.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import json
+import mimetypes
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import yaml
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from conveyor.pipelines import runs as run_files
+from conveyor.pipelines.scheduler import RunEngine
+from conveyor.pipelines.state import RunStatus, TaskStatus
+from conveyor.processes import owner_is_alive
+from conveyor.server.deps import SettingsDep, StoreDep
+from conveyor.server.errors import ApiError
+from conveyor.settings import Settings
+from conveyor.store.repository import RunRecord, Store
 
 router = APIRouter(tags=["runs"])
+WATCH_EVERY = 0.5  # seconds between looks at the store for a live stream
+KEEPALIVE_EVERY = 15.0  # seconds: a comment line keeps proxies from closing a quiet stream
+IMAGES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
+TEXTS = {".txt", ".log", ".json", ".jsonl", ".csv", ".md", ".yaml", ".yml"}
+
+
+class RunRequest(BaseModel):
+    pipeline: str
+    skip: list[str] = Field(default_factory=list)
+    only: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+@router.post("/runs", status_code=201)
+def start_run(body: RunRequest, store: StoreDep, settings: SettingsDep) -> dict:
+    record = store.get_pipeline(body.pipeline)
+    run_id = run_files.create_run_from_text(
+        store, settings, record.spec_text, registered_file(record.source, record.directory),
+        skip=body.skip, only=body.only, env=body.env, started_by="api")
+    run_files.start_detached(settings, run_id)
+    return describe(store, store.get_run(run_id))
+
+
+@router.get("/runs")
+def list_runs(store: StoreDep, pipeline: str | None = None, status: str | None = None,
+              limit: int = 50) -> list[dict]:
+    stored = "running" if status == "interrupted" else status
+    records = store.list_runs(limit=max(1, min(limit, 1000)), pipeline=pipeline, status=stored)
+    found = [summary(r) for r in records]
+    return [r for r in found if status is None or r["status"] == status]
+
+
+@router.get("/runs/{run_id}")
+def get_run(run_id: str, store: StoreDep) -> dict:
+    return describe(store, store.get_run(run_id))
+
+
+@router.post("/runs/{run_id}/cancel", status_code=202)
+def cancel(run_id: str, store: StoreDep, settings: SettingsDep) -> dict:
+    record = store.get_run(run_id)
+    if not RunStatus(record.status).finished:
+        if record.owner and owner_is_alive(record.owner) is not False:
+            store.request_cancel(record.id)  # its engine stops the tasks
+        else:
+            RunEngine(store, settings, record.id).cancel_abandoned()
+    return describe(store, store.get_run(record.id))
+
+
+@router.post("/runs/{run_id}/resume", status_code=202)
+def resume(run_id: str, store: StoreDep, settings: SettingsDep) -> dict:
+    record = store.get_run(run_id)
+    if record.status == RunStatus.SUCCEEDED:
+        raise ApiError(409, f"run {record.id} succeeded; there is nothing to resume", "run")
+    if record.owner and owner_is_alive(record.owner):
+        raise ApiError(409, f"run {record.id} is still running", "run")
+    run_files.start_detached(settings, record.id)
+    return describe(store, store.get_run(record.id))
+
+
+@router.get("/runs/{run_id}/events")
+async def run_events(run_id: str, request: Request, store: StoreDep) -> StreamingResponse:
+    """The run as JSON each time it changes, until it has finished."""
+    first = await run_in_threadpool(store.get_run, run_id)
+
+    async def changes() -> AsyncIterator[str]:
+        last, quiet_since = None, time.monotonic()
+        while not await request.is_disconnected():
+            current = await run_in_threadpool(lambda: describe(store, store.get_run(first.id)))
+            text = json.dumps(current)
+            if text != last:
+                last, quiet_since = text, time.monotonic()
+                yield f"event: run\ndata: {text}\n\n"
+                if current["status"] in ("succeeded", "failed", "cancelled", "interrupted"):
+                    return
+            elif time.monotonic() - quiet_since > KEEPALIVE_EVERY:
+                quiet_since = time.monotonic()
+                yield ": still watching\n\n"
+            await asyncio.sleep(WATCH_EVERY)
+
+    return _event_stream(changes())
+
+
+@router.get("/runs/{run_id}/tasks/{task}/logs")
+def task_logs(run_id: str, task: str, store: StoreDep, after: int = 0,
+              attempt: int | None = None) -> dict:
+    record = store.get_run(run_id)
+    status = record.task(task).status
+    lines = store.read_logs(record.id, task, after_id=after, attempt=attempt)
+    return {"lines": [_line(line) for line in lines],
+            "finished": TaskStatus(status).finished and len(lines) < 5000}
+
+
+@router.get("/runs/{run_id}/tasks/{task}/logs/stream")
+async def task_log_stream(run_id: str, task: str, request: Request, store: StoreDep,
+                          after: int = 0) -> StreamingResponse:
+    """Lines as they are written; `end` once the task has finished and all are sent."""
+    record = await run_in_threadpool(store.get_run, run_id)
+    record.task(task)
+
+    async def lines() -> AsyncIterator[str]:
+        last_id, quiet_since = after, time.monotonic()
+        while not await request.is_disconnected():
+            batch = await run_in_threadpool(store.read_logs, record.id, task, last_id)
+            for line in batch:
+                yield f"event: line\nid: {line.id}\ndata: {json.dumps(_line(line))}\n\n"
+            if batch:
+                last_id, quiet_since = batch[-1].id, time.monotonic()
+                continue
+            current = await run_in_threadpool(store.get_run, record.id)
+            if TaskStatus(current.task(task).status).finished or RunStatus(
+                    current.status).finished:
+                if not await run_in_threadpool(store.read_logs, record.id, task, last_id):
+                    yield f"event: end\ndata: {json.dumps({'status': current.task(task).status})}\n\n"
+                    return
+            elif time.monotonic() - quiet_since > KEEPALIVE_EVERY:
+                quiet_since = time.monotonic()
+                yield ": still watching\n\n"
+            await asyncio.sleep(WATCH_EVERY)
+
+    return _event_stream(lines())
+
+
+@router.get("/runs/{run_id}/tasks/{task}/artifacts")
+def artifacts(run_id: str, task: str, store: StoreDep, settings: SettingsDep) -> list[dict]:
+    folder = _output_folder(store, settings, run_id, task)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and _inside(path, folder):
+            stat = path.stat()
+            found.append({"path": path.relative_to(folder).as_posix(), "size": stat.st_size,
+                          "modified": stat.st_mtime, "kind": _kind(path)})
+    return found
+
+
+@router.get("/runs/{run_id}/tasks/{task}/artifacts/{path:path}")
+def artifact(run_id: str, task: str, path: str, store: StoreDep,
+             settings: SettingsDep) -> FileResponse:
+    folder = _output_folder(store, settings, run_id, task)
+    file = folder / path
+    if not (file.is_file() and _inside(file, folder)):
+        raise ApiError(404, f"task {task} of run {run_id} wrote no file {path!r}", "path")
+    media = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    inline = _kind(file) in ("image", "html", "text")
+    if _kind(file) == "text":
+        media = "text/plain; charset=utf-8"
+    # a report's scripts must not act on this origin: the browser sandboxes what it shows
+    return FileResponse(file, media_type=media, filename=file.name,
+                        content_disposition_type="inline" if inline else "attachment",
+                        headers={"Content-Security-Policy": "sandbox"})
+
+
+def registered_file(source: str | None, directory: str) -> Path:
+    """The path a registered pipeline's runs name: the folder is where they start."""
+    return Path(source) if source else Path(directory) / "pipeline.yaml"
+
+
+def summary(run: RunRecord) -> dict:
+    return {
+        "id": run.id, "pipeline": run.pipeline, "status": run_files.engine_state(run),
+        "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration": _duration(run.started_at, run.finished_at, run.status == "running"),
+        "message": run.message, "started_by": run.options.get("started_by"),
+    }
+
+
+def describe(store: Store, run: RunRecord) -> dict:
+    usage = store.run_usage(run.id)
+    tasks = []
+    for task in run.tasks:
+        tasks.append({
+            "name": task.name, "status": task.status, "attempts": task.attempts,
+            "exit_code": task.exit_code, "message": task.message,
+            "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at),
+            "duration": _duration(task.started_at, task.finished_at, task.status == "running"),
+            "resources": task.resources, "usage": usage.get(task.name),
+        })
+    return dict(summary(run), tasks=tasks, dependencies=_dependencies(run.spec_text),
+                options={k: run.options.get(k) for k in ("skip", "only", "env")})
+
+
+def _dependencies(spec_text: str) -> dict[str, list[str]]:
+    data = yaml.safe_load(spec_text)
+    return {t["name"]: list(t.get("dependencies") or []) for t in data["tasks"]}
+
+
+def _duration(start, end, running: bool) -> float | None:
+    if start is None:
+        return None
+    if end is None:
+        return round(time.time() - start.timestamp(), 3) if running else None
+    return round((end - start).total_seconds(), 3)
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _line(line) -> dict:
+    return {"id": line.id, "attempt": line.attempt, "rank": line.rank, "stream": line.stream,
+            "at": line.at, "text": line.text}
+
+
+def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _output_folder(store: Store, settings: Settings, run_id: str, task: str) -> Path:
+    record = store.get_run(run_id)
+    record.task(task)
+    return settings.runs_root / record.id / "outputs" / task
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """No path escapes the task's folder: not by `..`, not by a link."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in IMAGES:
+        return "image"
+    if suffix in (".html", ".htm"):
+        return "html"
+    return "text" if suffix in TEXTS else "other"
