@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install browser demo test test-slow bench clean
 
 install: $(STAMP)
 
@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[postgres,adapt,train,serve,server,test]'
 	touch $(STAMP)
 
+# the web UI's browser tests drive Debian's Chromium (Playwright's own browsers are not downloaded)
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium; }
+
 demo: install
 	$(BIN)/conveyor run examples/domain-qa/pipeline.yaml
 	@run=$$($(BIN)/conveyor runs --json --limit 1 | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'); \
@@ -25,10 +32,10 @@ demo: install
 	  $(BIN)/conveyor logs $$run serve-check | grep -E '^(Q|A):'; \
 	  echo; echo "headline figures (conveyor logs $$run summary):"; $(BIN)/conveyor logs $$run summary
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
 
-test-slow: install
+test-slow: install browser
 	$(BIN)/python -m pytest -m slow
 
 bench: install
