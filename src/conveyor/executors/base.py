@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from conveyor.executors.usage import Usage
+
 
 @dataclass(frozen=True)
 class JobKey:
@@ -45,6 +47,7 @@ class Exit:
     exit_code: int | None  # 128 + signal number when killed by a signal
     signal: int | None = None
     error: str | None = None  # the process could not be started at all
+    usage: Usage | None = None  # what its process tree used, where the executor measures it
 
     @property
     def ok(self) -> bool:

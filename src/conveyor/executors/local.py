@@ -1,8 +1,13 @@
-"""Runs each job as a bash session on this machine: its own process group, output piped to the sink."""
+"""Runs each job as a bash session on this machine: its own process group, output piped to the sink.
+
+Only the job's watcher thread reaps its process (wait4, for the rusage the usage meter
+needs); everything else asks `returncode`, never `poll()`, so no other thread reaps it first.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import subprocess
@@ -11,6 +16,7 @@ import time
 from typing import IO
 
 from conveyor.executors.base import Exit, JobKey, Launch, OutputSink, Started
+from conveyor.executors.usage import UsageMeter
 from conveyor.processes import HOST, kill_group, start_time
 
 log = logging.getLogger(__name__)
@@ -27,6 +33,7 @@ class LocalExecutor:
         self._exits: queue.Queue[Exit] = queue.Queue()
         self._running: dict[JobKey, subprocess.Popen] = {}
         self._lock = threading.Lock()
+        self._meter = UsageMeter()
 
     def start(self, launch: Launch) -> Started:
         try:
@@ -44,6 +51,7 @@ class LocalExecutor:
             return Started(launch.key, HOST, None, None)
         # read before the watcher can reap it: a zombie still has its start time, a reaped one not
         started = start_time(proc.pid)
+        self._meter.watch(proc.pid)
         with self._lock:
             self._running[launch.key] = proc
         threading.Thread(
@@ -60,7 +68,7 @@ class LocalExecutor:
     def stop(self, key: JobKey, grace: float) -> None:
         with self._lock:
             proc = self._running.get(key)
-        if proc is None or proc.poll() is not None:
+        if proc is None or proc.returncode is not None:
             return
         kill_group(proc.pid, signal.SIGTERM)
         timer = threading.Timer(grace, self._kill_if_alive, args=(proc,))
@@ -72,10 +80,11 @@ class LocalExecutor:
             procs = list(self._running.values())
         for proc in procs:
             kill_group(proc.pid, signal.SIGKILL)
+        self._meter.close()
 
     @staticmethod
     def _kill_if_alive(proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
+        if proc.returncode is None:
             kill_group(proc.pid, signal.SIGKILL)
 
     def _watch(self, key: JobKey, proc: subprocess.Popen) -> None:
@@ -85,7 +94,9 @@ class LocalExecutor:
         ]
         for reader in readers:
             reader.start()
-        code = proc.wait()
+        _, status, rusage = os.wait4(proc.pid, 0)
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        usage = self._meter.finish(proc.pid, rusage)
         # The session ends with its command: stop what it left running in the background.
         kill_group(proc.pid, signal.SIGKILL)
         for reader in readers:
@@ -93,9 +104,9 @@ class LocalExecutor:
         with self._lock:
             self._running.pop(key, None)
         if code < 0:
-            self._exits.put(Exit(key, 128 - code, signal=-code))
+            self._exits.put(Exit(key, 128 - code, signal=-code, usage=usage))
         else:
-            self._exits.put(Exit(key, code))
+            self._exits.put(Exit(key, code, usage=usage))
 
     def _pump(self, key: JobKey, stream: str, pipe: IO[bytes]) -> None:
         try:

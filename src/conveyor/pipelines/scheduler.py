@@ -20,6 +20,7 @@ from conveyor import resource_ledger
 from conveyor.errors import RunBusyError
 from conveyor.executors.base import Executor, Exit, JobKey, OutputSink
 from conveyor.executors.local import LocalExecutor
+from conveyor.executors.usage import add_up
 from conveyor.pipelines import graph, session
 from conveyor.pipelines.resources import Grant, ResourcePool, why_never_fits
 from conveyor.pipelines.spec import Pipeline, Task, parse_pipeline
@@ -350,7 +351,8 @@ class _Drive:
                 new, message = T.FAILED, why
         check_task_move(T.RUNNING, new)
         self.store.finish_attempt(
-            attempt.attempt_id, self.run.id, name, new, exit_code, outcome, message
+            attempt.attempt_id, self.run.id, name, new, exit_code, outcome, message,
+            usage=add_up(e.usage for e in attempt.exits.values()),
         )
         self.status[name] = new
 
