@@ -125,7 +125,8 @@ def runs(as_json: JsonOption = False,
 
 
 def status(run_id: RunArg, as_json: JsonOption = False) -> None:
-    """Show a run and its tasks: status, attempts, exit codes, times, resources given."""
+    """Show a run and its tasks: status, attempts, exit codes, times, CPU and memory used,
+    resources given."""
     _, store = _open()
     _print_final(store, store.get_run(run_id).id, as_json)
 
@@ -234,9 +235,10 @@ def _watch(worker: threading.Thread, store: Store, run_id: str, live: bool) -> N
 def _print_final(store: Store, run_id: str, as_json: bool) -> None:
     record = store.get_run(run_id)
     state = run_files.engine_state(record)
+    usage = store.run_usage(record.id)
     if as_json:
-        console.print_json(json.dumps(dict(run_files.run_as_json(record), status=state)))
+        console.print_json(json.dumps(dict(run_files.run_as_json(record, usage), status=state)))
     else:
-        console.print(run_table(record, state))
+        console.print(run_table(record, state, usage))
         if record.message:
             notes.print(record.message, markup=False)
