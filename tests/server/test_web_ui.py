@@ -355,3 +355,32 @@ def test_token_is_asked_for_and_sent(free_port: int, tmp_path: Path, ui: UI) -> 
             page.wait_for_selector("h1[data-pipeline=guarded]")
     finally:
         _stop(running.process)
+
+
+def test_services_token_chat_and_stop(server: Server, ui: UI, cli, tmp_path: Path,
+                                      replica_server: str, services) -> None:
+    started = cli("serve", tmp_path, "--runtime", "cmd", "--command", replica_server,
+                  "--port", "0", "--name", "echo", "--detach")
+    assert started.returncode == 0, started.stderr
+    page = ui.page
+    with ui.checked("services"):
+        page.goto(server.url + "/#/services")
+        card = page.locator("[data-service=echo]")
+        card.wait_for()
+        assert card.locator(".badge").first.inner_text() == "running"
+        assert "http://127.0.0.1:" in card.inner_text()
+
+        card.locator("button[data-action=token]").click()
+        token = card.locator("input[aria-label='service token']")
+        token.wait_for()
+        assert token.input_value().count(".") == 2  # a JWT
+
+        card.locator("summary").click()
+        card.locator("textarea").fill("What is FOB?")
+        card.locator(".chat button[type=submit]").click()
+        card.locator(".chat-msg.assistant").wait_for()
+        assert "ok" in card.locator(".chat-msg.assistant").inner_text()
+
+        card.locator("button[data-action=stop]").click()
+        card.locator("button[data-action=stop]").click()  # the second click confirms
+        page.wait_for_selector("[data-service=echo][data-status=STOPPED]", timeout=45_000)

@@ -87,10 +87,9 @@ export function fmtTime(iso) {
   if (!iso) return "–";
   const date = parseTime(iso);
   if (Number.isNaN(date.getTime())) return String(iso);
-  return date.toLocaleString(undefined, {
-    year: "numeric", month: "short", day: "numeric",
-    hour: "2-digit", minute: "2-digit", second: "2-digit",
-  });
+  const options = { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" };
+  if (date.getFullYear() !== new Date().getFullYear()) options.year = "numeric";
+  return date.toLocaleString(undefined, options);
 }
 
 export function fmtAgo(iso) {
@@ -109,9 +108,11 @@ export function secondsBetween(start, end) {
   return Math.max(0, (stop - parseTime(start).getTime()) / 1000);
 }
 
+/** A status as a coloured pill; services' statuses (HEALTHY) are coloured like runs' (healthy). */
 export function statusBadge(status) {
-  return h("span", { class: `badge status-${status || "unknown"}`, "data-status": status || "" },
-    (status || "unknown").replace("_", " "));
+  const key = String(status || "unknown").toLowerCase();
+  return h("span", { class: `badge status-${key}`, "data-status": status || "" },
+    key.replace("_", " "));
 }
 
 export const TASK_STATUSES = [

@@ -366,6 +366,12 @@ function taskDetail(container, runId, task, later) {
       if (!next || stopped) return;
       const was = status;
       status = next.status;
+      if (FINISHED.has(was) && !FINISHED.has(status)) {
+        // resumed: the task runs again and its new attempt's lines follow the old ones
+        finished = false;
+        streaming = false;
+        if (stream) stream.close();
+      }
       if (was !== status && (was === "pending" || was === "waiting")) load();
       if (was !== status && FINISHED.has(status) && !streaming && !finished) load();
     },

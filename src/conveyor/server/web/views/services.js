@@ -25,9 +25,17 @@ function replicaResources(r) {
   const res = r.resources || {};
   const parts = [];
   if (res.cpu != null) parts.push(`${res.cpu} cpu`);
-  if (res.mem != null) parts.push(String(res.mem));
+  if (res.mem != null && String(res.mem) !== "0") parts.push(String(res.mem));
   if (res.gpus && res.gpus.length) parts.push(res.gpus.map((g) => `gpu #${g.index} × ${g.share}`).join(", "));
   return parts.join(" · ") || "–";
+}
+
+function replicaCounts(s) {
+  const opts = s.options || {};
+  const live = (s.replicas || []).filter((r) => !["TERMINATED", "STOPPED"].includes(String(r.status).toUpperCase()));
+  const bounds = opts.min_replicas != null && opts.max_replicas != null && opts.min_replicas !== opts.max_replicas
+    ? ` (autoscaling ${opts.min_replicas}–${opts.max_replicas})` : "";
+  return `${live.length}${bounds}`;
 }
 
 function chatBox(name) {
@@ -103,8 +111,10 @@ function serviceCard(service) {
     h("details", { class: "chat-details" }, h("summary", {}, "Chat with this model"), chatBox(service.name)));
 
   function fill(s) {
-    const stopped = ["stopped", "stopping", "failed"].includes(s.status);
-    stop.hidden = stopped;
+    const state = String(s.status || "").toLowerCase();
+    stop.hidden = ["stopped", "failed"].includes(state);
+    tokenButton.hidden = !!s.public || stop.hidden;
+    el.dataset.status = s.status || "";
     replace(statusArea,
       h("dl", { class: "facts" },
         h("dt", {}, "Status"), h("dd", {}, statusBadge(s.status)),
@@ -112,6 +122,7 @@ function serviceCard(service) {
         h("dt", {}, "Runtime"), h("dd", {}, s.runtime || "–"),
         h("dt", {}, "Endpoint"), h("dd", {}, s.endpoint ? h("code", { class: "break" }, s.endpoint) : "–"),
         h("dt", {}, "Access"), h("dd", {}, s.public ? "public" : "token"),
+        h("dt", {}, "Replicas"), h("dd", {}, replicaCounts(s)),
         h("dt", {}, "Updated"), h("dd", { title: fmtTime(s.updated_at) }, fmtAgo(s.updated_at))),
       s.message ? h("p", { class: "run-message" }, s.message) : null,
       table(["Replica", "Status", "Port", "Restarts", "Resources", "Message"],
