@@ -8,7 +8,7 @@ import sys
 import typer
 from rich.console import Console
 
-from conveyor.cli import adapt, pipelines, server, serving
+from conveyor.cli import adapt, pipelines, schedules, server, serving
 from conveyor.errors import ConveyorError, SpecError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ pipelines.register(app)
 adapt.register(app)
 serving.register(app)
 server.register(app)
+schedules.register(app)
 
 _errors = Console(stderr=True, highlight=False)
 

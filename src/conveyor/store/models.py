@@ -197,6 +197,8 @@ deliveries = Table(
     Column("notification_id", Integer, ForeignKey("notifications.id", ondelete="CASCADE"),
            primary_key=True),
     Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("event", String(20), nullable=False),  # run.succeeded | run.failed
+    Column("run_finished_at", DateTime(timezone=True), nullable=False),  # a resumed run: told anew
     Column("status", String(20), nullable=False),  # sending | delivered | failed
     Column("attempts", Integer, nullable=False, default=0),
     Column("response_code", Integer),
