@@ -94,8 +94,10 @@ def test_failed_run_exits_1_and_status_shows_it(cli, write_pipeline):
     result = cli("run", path)
     assert result.returncode == 1
     runs = json.loads(cli("runs", "--json").stdout)
-    assert runs[0]["status"] == "failed" and set(runs[0]) == {"id", "pipeline", "status",
-                                                              "started_at"}
+    assert runs[0]["status"] == "failed" and set(runs[0]) == {
+        "id", "pipeline", "status", "message", "created_at", "started_at", "finished_at",
+        "duration", "started_by"}
+    assert runs[0]["started_by"] == "cli" and runs[0]["duration"] >= 0
     status = json.loads(cli("status", runs[0]["id"][:6], "--json").stdout)
     assert status["tasks"][0]["exit_code"] == 5
 

@@ -118,7 +118,7 @@ def runs(as_json: JsonOption = False,
     records = store.list_runs(limit)
     if as_json:
         console.print_json(json.dumps(
-            [dict(run_files.run_summary_json(r), status=run_files.engine_state(r)) for r in records]
+            [run_files.run_summary_json(r) for r in records]
         ))
     else:
         console.print(runs_table(records, [run_files.engine_state(r) for r in records]))
@@ -237,7 +237,7 @@ def _print_final(store: Store, run_id: str, as_json: bool) -> None:
     state = run_files.engine_state(record)
     usage = store.run_usage(record.id)
     if as_json:
-        console.print_json(json.dumps(dict(run_files.run_as_json(record, usage), status=state)))
+        console.print_json(json.dumps(run_files.run_as_json(record, usage)))
     else:
         console.print(run_table(record, state, usage))
         if record.message:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from conveyor.errors import SpecError, UsageError
@@ -118,38 +120,44 @@ def engine_state(run: RunRecord) -> str:
 def run_as_json(run: RunRecord, usage: dict[str, dict] | None = None) -> dict:
     """A run and its tasks; `usage` is `Store.run_usage` of the run (each task's last attempt)."""
     usage = usage or {}
-    return {
-        "id": run.id,
-        "pipeline": run.pipeline,
-        "status": run.status,
-        "message": run.message,
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-        "tasks": [
-            {
-                "name": t.name,
-                "status": t.status,
-                "attempts": t.attempts,
-                "exit_code": t.exit_code,
-                "message": t.message,
-                "started_at": _iso(t.started_at),
-                "finished_at": _iso(t.finished_at),
-                "resources": t.resources,
-                "usage": usage.get(t.name),
-            }
-            for t in run.tasks
-        ],
-    }
+    return dict(run_summary_json(run), tasks=[
+        {
+            "name": t.name,
+            "status": t.status,
+            "attempts": t.attempts,
+            "exit_code": t.exit_code,
+            "message": t.message,
+            "started_at": _iso(t.started_at),
+            "finished_at": _iso(t.finished_at),
+            "duration": _duration(t.started_at, t.finished_at, t.status == "running"),
+            "resources": t.resources,
+            "usage": usage.get(t.name),
+        }
+        for t in run.tasks
+    ])
 
 
 def run_summary_json(run: RunRecord) -> dict:
     return {
         "id": run.id,
         "pipeline": run.pipeline,
-        "status": run.status,
+        "status": engine_state(run),
+        "message": run.message,
+        "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration": _duration(run.started_at, run.finished_at, run.status == "running"),
+        "started_by": run.options.get("started_by"),
     }
+
+
+def _duration(start: datetime | None, end: datetime | None, running: bool) -> float | None:
+    """Seconds from start to end, or to now while it runs."""
+    if start is None:
+        return None
+    if end is None:
+        return round(time.time() - start.timestamp(), 3) if running else None
+    return round((end - start).total_seconds(), 3)
 
 
 def _iso(value) -> str | None:

@@ -35,8 +35,8 @@ class ServerConfig:
 def create_app(store: Store, settings: Settings, config: ServerConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        workers = [CronScheduler(store, settings), Notifier(store, config.public_url)] \
-            if config.background else []
+        workers = [CronScheduler(store, settings),
+                   Notifier(store, config.public_url, settings=settings)] if config.background else []
         for worker in workers:
             worker.start()
         try:

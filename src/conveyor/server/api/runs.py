@@ -188,45 +188,18 @@ def registered_file(source: str | None, directory: str) -> Path:
 
 
 def summary(run: RunRecord) -> dict:
-    return {
-        "id": run.id, "pipeline": run.pipeline, "status": run_files.engine_state(run),
-        "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-        "duration": _duration(run.started_at, run.finished_at, run.status == "running"),
-        "message": run.message, "started_by": run.options.get("started_by"),
-    }
+    return run_files.run_summary_json(run)
 
 
 def describe(store: Store, run: RunRecord) -> dict:
-    usage = store.run_usage(run.id)
-    tasks = []
-    for task in run.tasks:
-        tasks.append({
-            "name": task.name, "status": task.status, "attempts": task.attempts,
-            "exit_code": task.exit_code, "message": task.message,
-            "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at),
-            "duration": _duration(task.started_at, task.finished_at, task.status == "running"),
-            "resources": task.resources, "usage": usage.get(task.name),
-        })
-    return dict(summary(run), tasks=tasks, dependencies=_dependencies(run.spec_text),
+    return dict(run_files.run_as_json(run, store.run_usage(run.id)),
+                dependencies=_dependencies(run.spec_text),
                 options={k: run.options.get(k) for k in ("skip", "only", "env")})
 
 
 def _dependencies(spec_text: str) -> dict[str, list[str]]:
     data = yaml.safe_load(spec_text)
     return {t["name"]: list(t.get("dependencies") or []) for t in data["tasks"]}
-
-
-def _duration(start, end, running: bool) -> float | None:
-    if start is None:
-        return None
-    if end is None:
-        return round(time.time() - start.timestamp(), 3) if running else None
-    return round((end - start).total_seconds(), 3)
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value else None
 
 
 def _line(line) -> dict:
