@@ -77,8 +77,11 @@ class UsageMeter:
             root = psutil.Process(pid)
         except psutil.Error:
             root = None  # its rusage at exit is all we will have
+        tree = _Tree(root)
+        if root is not None:  # a first look now: a job shorter than a sample still shows its shell
+            tree.cpu, tree.peak, _ = _measure(root)
         with self._lock:
-            self._trees[pid] = _Tree(root)
+            self._trees[pid] = tree
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._loop, name="usage-meter", daemon=True)
                 self._thread.start()
