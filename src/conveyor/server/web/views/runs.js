@@ -2,10 +2,11 @@
 
 import {
   h, replace, card, table, statusBadge, legend, fmtDuration, fmtBytes, fmtTime, fmtAgo,
-  secondsBetween, RUN_STATUSES, FINISHED,
+  secondsBetween, RUN_STATUSES,
 } from "../dom.js";
 import { get, post, enc, attempt, banner, follow } from "../api.js";
 import { drawDag } from "../dag.js";
+import { taskDetail } from "./tasklog.js";
 
 const REFRESH_MS = 3000;
 const LIVE_RUN = new Set(["pending", "running"]);
@@ -113,17 +114,34 @@ export async function runView(ctx) {
 
   // header
   const statusBox = h("span", { id: "run-status" });
-  const facts = h("dl", { class: "facts" });
+  const facts = h("dl", { class: "fact-row" });
   const message = h("p", { class: "run-message" });
   const cancel = h("button", { type: "button", class: "danger", "data-action": "cancel",
     onclick: () => attempt(async () => { update(await post(`/api/runs/${enc(id)}/cancel`)); watch(); },
       { button: cancel }) }, "Cancel");
   const resume = h("button", { type: "button", class: "primary", "data-action": "resume",
     onclick: () => attempt(async () => {
+      const before = run;
       update(await post(`/api/runs/${enc(id)}/resume`));
       banner("Resumed: the tasks that did not succeed run again.", "info");
-      watch();
+      awaitResume(before, Date.now() + 30000);
     }, { button: resume }) }, "Resume");
+
+  // the run's engine starts in a moment: look until the run has moved, then follow it live
+  const marks = (r) => `${r.status}|${r.finished_at}|${r.tasks.map((t) => `${t.status}:${t.attempts}`).join(",")}`;
+  async function awaitResume(before, deadline) {
+    if (LIVE_RUN.has(run.status)) { watch(); return; }
+    if (marks(run) !== marks(before) || Date.now() > deadline) return;
+    later(async () => {
+      try {
+        update(await get(`/api/runs/${enc(id)}`));
+      } catch (err) {
+        banner(err.message);
+        return;
+      }
+      awaitResume(before, deadline);
+    }, 400);
+  }
 
   // DAG, table, task detail
   const dagBox = h("div", { class: "dag-box-wrap", id: "run-dag" });
@@ -133,7 +151,7 @@ export async function runView(ctx) {
     { onSelect: (name) => select(name), selected });
 
   function fact(label, value) {
-    return [h("dt", {}, label), h("dd", {}, value)];
+    return h("div", { class: "fact" }, h("dt", {}, label), h("dd", {}, value));
   }
 
   function update(next) {
@@ -173,7 +191,7 @@ export async function runView(ctx) {
             tabindex: 0, onclick: () => select(t.name),
             onkeydown: (e) => { if (e.key === "Enter") select(t.name); } },
           cells: [h("strong", {}, t.name), statusBadge(t.status), String(t.attempts ?? 0),
-            fmtDuration(taskDuration(t)), r.cpu != null ? String(r.cpu) : "–", r.mem != null ? fmtBytes(r.mem) : "–",
+            fmtDuration(taskDuration(t)), r.cpu != null ? String(r.cpu) : "–", r.mem != null && String(r.mem) !== "0" ? fmtBytes(r.mem) : "–",
             gpuText(t.resources), u.cpu_seconds != null ? `${Number(u.cpu_seconds).toFixed(1)} s` : "–",
             fmtBytes(u.peak_memory), t.exit_code ?? "–", h("span", { class: "clamp" }, t.message || "")],
         };
@@ -233,165 +251,4 @@ export async function runView(ctx) {
   else selected = null;
   watch();
   tick();
-}
-
-// ---- a task's log and artifacts -------------------------------------------------------------
-
-function taskDetail(container, runId, task, later) {
-  const base = `/api/runs/${enc(runId)}/tasks/${enc(task.name)}`;
-  const lines = h("div", { class: "log", id: "log", tabindex: 0, "aria-label": `log of ${task.name}`,
-    role: "log" });
-  const state = h("span", { class: "muted small", id: "log-state" });
-  const jump = h("button", { type: "button", class: "small", hidden: true,
-    onclick: () => { lines.scrollTop = lines.scrollHeight; jump.hidden = true; } }, "↓ follow");
-  const artifacts = h("div", { id: "artifacts" }, h("p", { class: "muted" }, "Loading…"));
-  let lastId = 0;
-  let lastAttempt = null;
-  let stream = null;
-  let stopped = false;
-  let status = task.status;
-  let streaming = false;
-  let finished = false;
-
-  lines.addEventListener("scroll", () => {
-    if (lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 8) jump.hidden = true;
-  });
-
-  const add = (batch) => {
-    const stick = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 8;
-    const frag = document.createDocumentFragment();
-    for (const line of batch) {
-      if (line.id != null && line.id <= lastId) continue;
-      if (line.id != null) lastId = line.id;
-      if (line.attempt != null && line.attempt !== lastAttempt) {
-        if (lastAttempt !== null || line.attempt > 1) {
-          frag.append(h("div", { class: "log-sep" }, `attempt ${line.attempt}`));
-        }
-        lastAttempt = line.attempt;
-      }
-      frag.append(h("div", { class: `log-line ${line.stream === "stderr" ? "stderr" : "stdout"}`,
-        "data-stream": line.stream || "stdout" },
-      line.rank ? h("span", { class: "rank" }, `[${line.rank}] `) : null, line.text));
-    }
-    const empty = lines.querySelector(".log-empty");
-    if (empty && frag.childNodes.length) empty.remove();
-    const added = frag.childNodes.length > 0;
-    lines.append(frag);
-    if (stick) lines.scrollTop = lines.scrollHeight;
-    else if (added) jump.hidden = false;
-  };
-
-  const done = () => {
-    finished = true;
-    streaming = false;
-    state.textContent = "";
-    if (!lines.querySelector(".log-line")) {
-      replace(lines, h("div", { class: "log-empty muted" }, "No output."));
-    }
-    loadArtifacts();
-  };
-
-  async function readAll() {
-    for (;;) {
-      const page = await get(`${base}/logs?after=${lastId}`);
-      if (stopped) return null;
-      add(page.lines || []);
-      if (!page.lines || page.lines.length < 5000) return page;
-    }
-  }
-
-  async function load() {
-    if (stopped) return;
-    if (status === "pending" || status === "waiting") {
-      state.textContent = "The task has not started yet; its log appears when it does.";
-      return;
-    }
-    if (streaming || finished) return;
-    streaming = true;
-    state.textContent = "loading…";
-    try {
-      const page = await readAll();
-      if (!page) return;
-      if (page.finished || FINISHED.has(status)) { done(); return; }
-    } catch (err) {
-      streaming = false;
-      state.textContent = err.message;
-      return;
-    }
-    state.textContent = "following live…";
-    stream = follow(`${base}/logs/stream?after=${lastId}`, {
-      line: (line) => { if (stopped) return false; add([line]); return undefined; },
-      end: () => { done(); return false; },
-    }, {
-      onError: () => later(() => { streaming = false; if (!stopped && !finished) load(); }, 1500),
-    });
-  }
-
-  async function loadArtifacts() {
-    try {
-      const items = await get(`${base}/artifacts`);
-      if (stopped) return;
-      replace(artifacts, items.length
-        ? h("ul", { class: "artifacts" }, items.map((a) => artifactItem(base, a)))
-        : h("p", { class: "muted" }, "No artifacts: the task wrote nothing into $CONVEYOR_OUTPUT."));
-    } catch (err) {
-      if (!stopped) replace(artifacts, h("p", { class: "error-text" }, err.message));
-    }
-  }
-
-  replace(container,
-    h("section", { class: "card", "data-task": task.name },
-      h("div", { class: "card-head" }, h("h2", {}, `Log of ${task.name}`),
-        h("div", { class: "actions" }, state, jump)),
-      h("p", { class: "muted small" }, "stderr lines are tinted."),
-      lines),
-    card(`Artifacts of ${task.name}`,
-      [h("button", { type: "button", class: "small", onclick: loadArtifacts }, "Refresh")], artifacts));
-  replace(lines);
-  if (FINISHED.has(status) && !task.attempts) {
-    replace(lines, h("div", { class: "log-empty muted" }, `This task did not run (${status.replace("_", " ")}).`));
-    finished = true;
-    loadArtifacts();
-  } else {
-    load();
-    if (!FINISHED.has(status)) loadArtifacts();
-  }
-
-  return {
-    stop() {
-      stopped = true;
-      if (stream) stream.close();
-    },
-    taskChanged(next) {
-      if (!next || stopped) return;
-      const was = status;
-      status = next.status;
-      if (FINISHED.has(was) && !FINISHED.has(status)) {
-        // resumed: the task runs again and its new attempt's lines follow the old ones
-        finished = false;
-        streaming = false;
-        if (stream) stream.close();
-      }
-      if (was !== status && (was === "pending" || was === "waiting")) load();
-      if (was !== status && FINISHED.has(status) && !streaming && !finished) load();
-    },
-  };
-}
-
-function artifactItem(base, artifact) {
-  const url = `${base}/artifacts/${artifact.path.split("/").map(enc).join("/")}`;
-  const size = h("span", { class: "muted small" }, ` ${fmtBytes(artifact.size)}`);
-  const isImage = artifact.kind === "image" || /\.(png|jpe?g|gif|svg|webp)$/i.test(artifact.path);
-  if (isImage) {
-    return h("li", { class: "artifact image", "data-path": artifact.path },
-      h("a", { href: url, target: "_blank", rel: "noopener" }, artifact.path), size,
-      h("img", { src: url, alt: artifact.path, class: "artifact-image" }));
-  }
-  if (artifact.kind === "html") {
-    return h("li", { class: "artifact html", "data-path": artifact.path },
-      h("a", { href: url, target: "_blank", rel: "noopener" }, artifact.path, " ↗"), size);
-  }
-  return h("li", { class: "artifact", "data-path": artifact.path },
-    h("a", { href: url, download: artifact.path.split("/").pop() }, artifact.path), size,
-    artifact.kind === "text" ? [" · ", h("a", { href: url, target: "_blank", rel: "noopener" }, "view")] : null);
 }
