@@ -192,7 +192,7 @@ export async function runView(ctx) {
             onkeydown: (e) => { if (e.key === "Enter") select(t.name); } },
           cells: [h("strong", {}, t.name), statusBadge(t.status), String(t.attempts ?? 0),
             fmtDuration(taskDuration(t)), r.cpu != null ? String(r.cpu) : "–", r.mem != null && String(r.mem) !== "0" ? fmtBytes(r.mem) : "–",
-            gpuText(t.resources), u.cpu_seconds != null ? `${Number(u.cpu_seconds).toFixed(1)} s` : "–",
+            gpuText(t.resources), fmtDuration(u.cpu_seconds),
             fmtBytes(u.peak_memory), t.exit_code ?? "–", h("span", { class: "clamp" }, t.message || "")],
         };
       })));

@@ -3,6 +3,12 @@
 import { h, s, replace, table, statusBadge, fmtDuration, fmtBytes, fmtTime, fmtAgo, RUN_STATUSES, legend } from "../dom.js";
 import { get, enc } from "../api.js";
 
+/** The smallest 1, 2 or 5 times a power of ten at or above `value`: a round top for an axis. */
+function niceCeil(value) {
+  const power = 10 ** Math.floor(Math.log10(value));
+  return [1, 2, 5, 10].map((m) => m * power).find((top) => top >= value * 0.9999);
+}
+
 /** Bars of run durations, oldest left; each bar is coloured by its run's status and links to it. */
 export function durationChart(history) {
   const W = 640;
@@ -13,7 +19,7 @@ export function durationChart(history) {
   const plotW = W - left - 8;
   const plotH = H - top - bottom;
   const durations = history.map((r) => r.duration || 0);
-  const max = Math.max(1, ...durations);
+  const max = niceCeil(Math.max(0.001, ...durations));
   const step = plotW / Math.max(history.length, 1);
   const barW = Math.max(2, Math.min(28, step * 0.7));
   const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img",
@@ -22,7 +28,7 @@ export function durationChart(history) {
     const y = top + plotH * (1 - fraction);
     svg.append(s("line", { x1: left, x2: W - 8, y1: y, y2: y, class: "grid-line" }),
       s("text", { x: left - 6, y: y + 4, class: "axis-label", "text-anchor": "end" },
-        fmtDuration(max * fraction)));
+        fraction === 0 ? "0" : fmtDuration(max * fraction)));
   }
   history.forEach((run, i) => {
     const value = run.duration || 0;
@@ -43,6 +49,17 @@ export function durationChart(history) {
   return h("div", { class: "chart-box" }, svg);
 }
 
+function taskTable(tasks) {
+  // mean_duration is in the API's contract; leave its column out while no task has one
+  const durations = tasks.some(([, u]) => u.mean_duration != null);
+  return table(["Task", "Attempts", durations ? "Mean duration" : null, "Mean CPU time", "Peak memory",
+    "Peak GPU memory"].filter(Boolean),
+  tasks.map(([task, u]) => [h("strong", {}, task), String(u.attempts ?? "–"),
+    durations ? fmtDuration(u.mean_duration) : null, fmtDuration(u.mean_cpu_seconds),
+    fmtBytes(u.max_peak_memory), fmtBytes(u.max_gpu_memory)].filter((cell) => cell !== null)),
+  "No task has run yet.");
+}
+
 export async function loadUsage(container, name) {
   replace(container, h("p", { class: "muted" }, "Loading usage…"));
   const usage = await get(`/api/pipelines/${enc(name)}/usage`);
@@ -60,11 +77,7 @@ export async function loadUsage(container, name) {
       ? [durationChart(history), legend(RUN_STATUSES.filter((st) => history.some((r) => r.status === st)))]
       : h("p", { class: "muted" }, "No runs yet."),
     h("h3", {}, "Per task (over its runs)"),
-    table(["Task", "Attempts", "Mean duration", "Mean CPU time", "Peak memory", "Peak GPU memory"],
-      tasks.map(([task, u]) => [h("strong", {}, task), String(u.attempts ?? "–"), fmtDuration(u.mean_duration),
-        u.mean_cpu_seconds == null ? "–" : `${u.mean_cpu_seconds.toFixed(1)} s`,
-        fmtBytes(u.max_peak_memory), fmtBytes(u.max_gpu_memory)]),
-      "No task has run yet."));
+    taskTable(tasks));
   return usage;
 }
 
