@@ -63,8 +63,9 @@ export async function api(method, path, body) {
   if (!response.ok) {
     const err = new ApiError(response.status, data);
     if (response.status === 401) {
-      err.message = "This server asks for its admin token: enter it in the Token field at the"
-        + ` top and try again. (${err.message})`;
+      err.message = getToken()
+        ? "The server refused the saved token: enter the right admin token in the Token field at the top, save, and try again."
+        : "This server asks for its admin token (CONVEYOR_SERVER_TOKEN): enter it in the Token field at the top, save, and try again.";
       document.dispatchEvent(new CustomEvent("conveyor:need-token"));
     }
     throw err;
