@@ -96,6 +96,7 @@ export async function pipelinePageView(ctx) {
     const form = taskForm({
       task,
       others,
+      note: /^\s*#/m.test(pipeline.yaml) ? "Saving rewrites pipeline.yaml from its fields: its comments are not kept." : null,
       onClose: () => { selected = null; if (dag) dag.select(null); replace(formBox); remember(); },
       onSave: (fields, button, err) => {
         if (err) { showError(err, form); return; }

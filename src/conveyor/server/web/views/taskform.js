@@ -52,7 +52,7 @@ function setOrDelete(obj, key, value) {
  * taskForm({task, others, onSave, onDuplicate, onDelete, onClose}): task is TaskFields or null
  * for a new one; others are the names of the other tasks (candidates for dependencies).
  */
-export function taskForm({ task, others, onSave, onDuplicate, onDelete, onClose }) {
+export function taskForm({ task, others, onSave, onDuplicate, onDelete, onClose, note }) {
   const isNew = !task;
   const t = task || {};
   const res = t.resources || {};
@@ -127,7 +127,7 @@ export function taskForm({ task, others, onSave, onDuplicate, onDelete, onClose 
       field("timeout", "Timeout", inputs.timeout),
       h("label", { class: "field check", "data-field": "skip" }, inputs.skip, "Skip this task")),
     field("environment.envs", "Environment variables", inputs.envs, "One per line: NAME=value"),
-    h("div", { class: "row" }, save, dup, del));
+    h("div", { class: "row wrap" }, save, dup, del, note ? h("span", { class: "hint" }, note) : null));
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
