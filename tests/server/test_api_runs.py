@@ -79,6 +79,11 @@ def test_a_run_started_here_executes_and_shows_its_output(api, wait_until):
     assert [r["id"] for r in listed] == [run["id"]]
     assert api.get("/api/runs", params={"status": "failed"}).json() == []
     assert api.get("/api/pipelines").json()[0]["last_run"]["status"] == "succeeded"
+    usage = api.get("/api/pipelines/writer/usage").json()
+    assert (usage["runs"], usage["outcomes"]) == (1, {"succeeded": 1})
+    assert [h["id"] for h in usage["history"]] == [run["id"]]
+    assert usage["tasks"]["produce"]["attempts"] == 1
+    assert usage["tasks"]["produce"]["mean_duration"] >= 0
 
 
 def test_artifacts_list_download_and_never_escape(api, wait_until):
@@ -150,7 +155,7 @@ def test_cancel_then_resume(api, wait_until):
     done = wait_for(api, wait_until, run["id"], ("cancelled",), timeout=30)
     assert done["tasks"][0]["status"] == "cancelled"
     resumed = api.post(f"/api/runs/{run['id']}/resume")
-    assert resumed.status_code == 202
+    assert resumed.status_code == 202 and resumed.json()["status"] == "pending"
     wait_until(lambda: api.get(f"/api/runs/{run['id']}").json()["tasks"][0]["status"]
                == "running", timeout=30)
     busy = api.post(f"/api/runs/{run['id']}/resume")

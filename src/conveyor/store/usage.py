@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, insert, select
 
 from conveyor.store.models import attempt_usage, attempts, runs
+from conveyor.store.times import as_utc
 
 if TYPE_CHECKING:
     from conveyor.executors.usage import Usage
@@ -40,23 +41,33 @@ class UsageState:
 
     def pipeline_task_usage(self, pipeline: str) -> dict[str, dict]:
         """Per task, over every measured attempt of every run of the pipeline:
-        {attempts, mean_cpu_seconds, max_peak_memory, max_gpu_memory}."""
+        {attempts, mean_duration, mean_cpu_seconds, max_peak_memory, max_gpu_memory}."""
         query = (
-            select(attempt_usage.c.task, func.count(), func.avg(attempt_usage.c.cpu_seconds),
-                   func.max(attempt_usage.c.peak_memory), func.max(attempt_usage.c.gpu_memory))
+            select(attempt_usage.c.task, attempt_usage.c.cpu_seconds, attempt_usage.c.peak_memory,
+                   attempt_usage.c.gpu_memory, attempts.c.started_at, attempts.c.finished_at)
             .join(runs, runs.c.id == attempt_usage.c.run_id)
+            .join(attempts, attempts.c.id == attempt_usage.c.attempt_id)
             .where(runs.c.pipeline == pipeline)
-            .group_by(attempt_usage.c.task)
             .order_by(attempt_usage.c.task)
         )
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return {
-            task: {"attempts": count, "mean_cpu_seconds": float(mean_cpu),
-                   "max_peak_memory": int(peak),
-                   "max_gpu_memory": None if gpu is None else int(gpu)}
-            for task, count, mean_cpu, peak, gpu in rows
-        }
+        by_task: dict[str, list] = {}
+        for row in rows:
+            by_task.setdefault(row.task, []).append(row)
+        summary = {}
+        for task, measured in by_task.items():
+            durations = [(as_utc(r.finished_at) - as_utc(r.started_at)).total_seconds()
+                         for r in measured if r.finished_at is not None]
+            gpus = [r.gpu_memory for r in measured if r.gpu_memory is not None]
+            summary[task] = {
+                "attempts": len(measured),
+                "mean_duration": sum(durations) / len(durations) if durations else None,
+                "mean_cpu_seconds": sum(r.cpu_seconds for r in measured) / len(measured),
+                "max_peak_memory": max(r.peak_memory for r in measured),
+                "max_gpu_memory": max(gpus) if gpus else None,
+            }
+        return summary
 
 
 def insert_usage(conn: Connection, attempt_id: int, run_id: str, task: str, usage: Usage) -> None:

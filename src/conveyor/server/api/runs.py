@@ -84,6 +84,8 @@ def resume(run_id: str, store: StoreDep, settings: SettingsDep) -> dict:
         raise ApiError(409, f"run {record.id} succeeded; there is nothing to resume", "run")
     if record.owner and owner_is_alive(record.owner):
         raise ApiError(409, f"run {record.id} is still running", "run")
+    # pending at once, so that the answer and a stream opened now see the run move on
+    store.set_run_status(record.id, RunStatus.PENDING, "resumed")
     run_files.start_detached(settings, record.id)
     return describe(store, store.get_run(record.id))
 
