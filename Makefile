@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned, so that this machine's local CPU build is used by whatever needs it
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[postgres,adapt,train,serve,server,test]'
+	$(BIN)/python -m pip install --quiet -e '.[postgres,adapt,train,serve,server,ray,test]'
 	touch $(STAMP)
 
 # the web UI's browser tests drive Debian's Chromium (Playwright's own browsers are not downloaded)

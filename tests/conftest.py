@@ -236,3 +236,111 @@ def kill():
         subprocess.run(["kill", "-9", str(pid)], check=False)
 
     return send
+
+
+# A Ray cluster on this machine: a head and a second node with other resources, on loopback.
+
+RAY_NODES = {
+    # the head: 2 CPUs, one (fake) GPU, the custom resource of scaling-group "head-group"
+    "head": ["--head", "--num-cpus=2", "--num-gpus=1", '--resources={"head-group": 1000}',
+             "--include-dashboard=false"],
+    # the second node: 2 CPUs, two fake GPUs, scaling-group "gpu-group"
+    "gpu": ["--num-cpus=2", "--num-gpus=2", '--resources={"gpu-group": 1000}'],
+}
+
+
+class RayCluster:
+    """Ray processes started for the tests, found by their temp folder and stopped by pid."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = _free_loopback_port()
+        self.address = f"127.0.0.1:{self.port}"
+        # Ray keeps its auth token under ~/.ray: HOME stays inside the test's folder
+        self.env = dict(os.environ, HOME=str(root), RAY_USAGE_STATS_ENABLED="0")
+        self.node_ids: dict[str, str] = {}
+
+    def start_node(self, args: list[str]) -> None:
+        where = [f"--port={self.port}"] if "--head" in args else [f"--address={self.address}"]
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "ray"), "start", *args, *where,
+             "--node-ip-address=127.0.0.1", f"--temp-dir={self.root / 't'}",
+             "--disable-usage-stats"],
+            env=self.env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    def node_with(self, resource: str) -> str:
+        """The id of the live node that offers `resource`."""
+        import ray
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for node in ray.nodes():
+                if node["Alive"] and resource in node["Resources"]:
+                    return node["NodeID"]
+            time.sleep(0.2)
+        raise AssertionError(f"no Ray node with {resource} came up")
+
+    def processes(self, marker: str | None = None) -> list:
+        import psutil
+
+        marker = marker or str(self.root)
+        found = []
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            if any(marker in part for part in (process.info["cmdline"] or [])):
+                found.append(process)
+        return found
+
+    def stop(self) -> None:
+        import psutil
+
+        processes = self.processes()
+        for process in processes:
+            try:
+                process.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(processes, timeout=10)
+        for process in alive:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    """Two Ray nodes on loopback for the tests of one module; this process joins as a driver."""
+    pytest.importorskip("ray", reason="Ray is not installed; `pip install -e '.[ray]'`")
+    import shutil
+    import tempfile
+
+    import ray
+
+    # a short path: Ray's unix sockets live under it
+    root = Path(tempfile.mkdtemp(prefix="cray-", dir="/tmp"))
+    cluster = RayCluster(root)
+    home = os.environ.get("HOME")
+    os.environ["HOME"] = str(root)
+    try:
+        cluster.start_node(RAY_NODES["head"])
+        ray.init(address=cluster.address, namespace="conveyor", log_to_driver=False,
+                 logging_level="ERROR")
+        cluster.start_node(RAY_NODES["gpu"])
+        cluster.node_ids = {"head": cluster.node_with("head-group"),
+                            "gpu": cluster.node_with("gpu-group")}
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.stop()
+        if home is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = home
+        shutil.rmtree(root, ignore_errors=True)

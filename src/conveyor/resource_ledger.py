@@ -17,6 +17,8 @@ def held_elsewhere(store: Store, *, except_run: str | None = None,
     held = []
     for owner, resources in store.resources_in_use(except_run=except_run,
                                                    except_service=except_service):
+        if resources.get("executor", "local") != "local":
+            continue  # held on a cluster, not on this machine
         if owner_is_alive(owner):  # other hosts (None) have their own capacity
             held += [Grant.from_dict(node) for node in resources.get("nodes", [resources])]
     return held

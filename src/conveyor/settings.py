@@ -11,6 +11,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 import yaml
@@ -29,6 +30,8 @@ class _ConfigFile(BaseModel):
     storage_root: str | None = None
     capacity: str | dict[str, str | int | float] | None = None
     kill_grace: float | None = None
+    executor: Literal["local", "ray"] | None = None
+    ray_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class Settings:
     storage_root: Path  # named storage folders live here
     capacity: Capacity
     kill_grace: float  # seconds between SIGTERM and SIGKILL when a task is stopped
+    executor: str = "local"  # where runs execute unless told otherwise: local or ray
+    ray_address: str | None = None  # the Ray cluster's head (host:port); None: "auto"
 
     @property
     def runs_root(self) -> Path:
@@ -69,12 +74,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kill_grace = float(grace)
     except ValueError:
         raise ConfigError(f"CONVEYOR_KILL_GRACE={grace!r} is not a number of seconds") from None
+    executor = env.get("CONVEYOR_EXECUTOR") or file.executor or "local"
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"CONVEYOR_EXECUTOR={executor!r}: choose local or ray")
     return Settings(
         home=home,
         db_url=db_url,
         storage_root=Path(storage).expanduser().absolute(),
         capacity=capacity,
         kill_grace=kill_grace,
+        executor=executor,
+        ray_address=env.get("CONVEYOR_RAY_ADDRESS") or file.ray_address,
     )
 
 
@@ -91,5 +101,5 @@ def _read_config(path: Path) -> _ConfigFile:
         field = ".".join(str(p) for p in first["loc"])
         raise ConfigError(
             f"{path}: {field}: {first['msg']}; known keys: db_url, storage_root, capacity,"
-            " kill_grace"
+            " kill_grace, executor, ray_address"
         ) from None

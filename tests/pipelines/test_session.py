@@ -91,7 +91,7 @@ def test_home_work_rewrite_leaves_similar_paths_alone(tmp_path, settings):
         " workdir: /home/work/x, mounts: [x]}\n",
         "inline",
     )
-    ctx = session.RunContext("r1", pipeline, tmp_path, {}, settings)
+    ctx = session.RunContext("r1", pipeline, tmp_path, {}, settings, settings.capacity)
     launch = session.prepare(ctx, pipeline.tasks[0], JobKey("r1", "t", 1), Grant(1, 0))
     work = settings.runs_root / "r1" / "work" / "t" / "rank0"
     assert launch.command == f"ls {work}/x /home/workspace {work}"
@@ -105,7 +105,7 @@ def test_gpu_machine_sets_visible_devices(tmp_path, settings, monkeypatch):
 
     gpu_settings = load_settings()
     pipeline = parse_pipeline("name: p\ntasks:\n- {name: t, command: 'true'}\n", "inline")
-    ctx = session.RunContext("r1", pipeline, tmp_path, {}, gpu_settings)
+    ctx = session.RunContext("r1", pipeline, tmp_path, {}, gpu_settings, gpu_settings.capacity)
     task = pipeline.tasks[0]
     with_gpus = session.prepare(ctx, task, JobKey("r1", "t", 1), Grant(1, 0, ((1, 1.0), (3, 0.5))))
     assert with_gpus.env["CUDA_VISIBLE_DEVICES"] == "1,3"

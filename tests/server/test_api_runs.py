@@ -21,6 +21,7 @@ WRITER = textwrap.dedent("""\
         echo '<h1>report</h1>' > "$CONVEYOR_OUTPUT/report.html"
         echo '{"semscore": 0.5}' > "$CONVEYOR_OUTPUT/metrics.json"
         ln -s /etc/hostname "$CONVEYOR_OUTPUT/escape"
+        sleep 0.3  # long enough to be seen by the usage meter's samples
     - name: after
       command: echo "done $GREETING"
       dependencies: [produce]

@@ -68,12 +68,17 @@ def run(
     only: Annotated[list[str], typer.Option(help="Run only this task (repeatable).")] = [],
     env: Annotated[list[str], typer.Option(help="Set NAME=value for every task (repeatable).")] = [],
     detach: Annotated[bool, typer.Option(help="Run in the background; print the id and return.")] = False,
+    executor: Annotated[str | None, typer.Option(help="local (this machine) or ray (a Ray"
+                                                 " cluster); default: CONVEYOR_EXECUTOR, else local.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="The Ray head's host:port (default:"
+                                                    " CONVEYOR_RAY_ADDRESS, else auto).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run a pipeline: tasks in dependency order, in parallel as far as the machine allows."""
     settings, store = _open()
     run_id = run_files.create_run(
-        store, settings, file, skip=skip, only=only, env=run_files.parse_env_pairs(env)
+        store, settings, file, skip=skip, only=only, env=run_files.parse_env_pairs(env),
+        executor=executor or settings.executor, ray_address=ray_address or settings.ray_address,
     )
     _announce(run_id, store)
     if detach:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from conveyor.pipelines.resources import Request
+
 from conveyor.executors.usage import Usage
 
 
@@ -31,6 +33,10 @@ class Launch:
     command: str
     cwd: Path
     env: dict[str, str]
+    # where it may run: a cluster executor places the job by these; the local one has its grant
+    request: Request = Request()
+    scaling_group: str | None = None
+    cluster_size: int = 1
 
 
 @dataclass(frozen=True)

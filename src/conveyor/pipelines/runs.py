@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from conveyor.errors import SpecError, UsageError
+from conveyor.executors.placement import check_executor
 from conveyor.pipelines.spec import Pipeline, parse_pipeline
 from conveyor.pipelines.state import TaskStatus
 from conveyor.processes import owner_is_alive
@@ -25,6 +26,8 @@ def create_run(
     only: list[str] = (),
     env: dict[str, str] | None = None,
     started_by: str = "cli",
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> str:
     """Check the file and the options, then record a pending run; returns its id."""
     path = Path(path).absolute()
@@ -34,7 +37,8 @@ def create_run(
         raise SpecError([f"{path}: no such file; give the path of a pipeline.yaml"]) from None
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError([f"{path}: cannot be read: {err}"]) from None
-    return create_run_from_text(store, settings, text, path, skip, only, env, started_by)
+    return create_run_from_text(store, settings, text, path, skip, only, env, started_by,
+                                executor, ray_address)
 
 
 def create_run_from_text(
@@ -46,9 +50,14 @@ def create_run_from_text(
     only: list[str] = (),
     env: dict[str, str] | None = None,
     started_by: str = "cli",
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> str:
-    """A run of a pipeline's YAML whose relative paths start in `path`'s folder."""
-    pipeline = parse_pipeline(text, str(path), settings.capacity)
+    """A run of a pipeline's YAML whose relative paths start in `path`'s folder. Whether its
+    tasks fit is checked against this machine here; on a cluster, by the executor per node."""
+    check_executor(executor)
+    local = executor == "local"
+    pipeline = parse_pipeline(text, str(path), settings.capacity if local else None)
     names = [t.name for t in pipeline.tasks]
     for option, chosen in (("skip", skip), ("only", only)):
         unknown = [name for name in chosen if name not in names]
@@ -62,7 +71,7 @@ def create_run_from_text(
         pipeline_file=str(path),
         spec_text=text,
         options={"skip": list(skip), "only": list(only), "env": dict(env or {}),
-                 "started_by": started_by},
+                 "started_by": started_by, "executor": executor, "ray_address": ray_address},
         task_statuses=initial_statuses(pipeline, skip, only),
     )
 

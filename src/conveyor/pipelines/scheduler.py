@@ -13,13 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from conveyor import resource_ledger
 from conveyor.errors import RunBusyError
 from conveyor.executors.base import Executor, Exit, JobKey, OutputSink
-from conveyor.executors.local import LocalExecutor
+from conveyor.executors.placement import Placement, placement_for
 from conveyor.executors.usage import add_up
 from conveyor.pipelines import graph, session
 from conveyor.pipelines.resources import Grant, ResourcePool, why_never_fits
@@ -63,7 +63,7 @@ class RunEngine:
         store: Store,
         settings: Settings,
         run_id: str,
-        executor_factory: ExecutorFactory = LocalExecutor,
+        executor_factory: ExecutorFactory | None = None,  # None: the run's own (local or Ray)
     ):
         self._store = store
         self._settings = settings
@@ -89,11 +89,16 @@ class RunEngine:
         self._run_id = run.id
         if RunStatus(run.status) == RunStatus.SUCCEEDED:
             return RunStatus.SUCCEEDED
+        placement = placement_for(
+            run.options, self._settings,
+            [self._settings.storage_root, self._settings.runs_root, Path(run.pipeline_file).parent])
+        if self._executor_factory is not None:
+            placement = replace(placement, factory=self._executor_factory)
         self._claim(run)
         logs = LogWriter(self._store)
-        executor = self._executor_factory(self._sink(logs))
+        executor = placement.factory(self._sink(logs))
         try:
-            return how(_Drive(self, run, executor, logs))
+            return how(_Drive(self, run, executor, logs, placement))
         finally:
             executor.close()
             logs.close()
@@ -125,8 +130,10 @@ class RunEngine:
 class _Drive:
     """The state of one execution; lives for one call of `RunEngine.execute`."""
 
-    def __init__(self, engine: RunEngine, run: RunRecord, executor: Executor, logs: LogWriter):
+    def __init__(self, engine: RunEngine, run: RunRecord, executor: Executor, logs: LogWriter,
+                 placement: Placement):
         self.engine = engine
+        self.placement = placement
         self.store = engine._store
         self.run = run
         self.executor = executor
@@ -138,9 +145,10 @@ class _Drive:
             pipeline_dir=Path(run.pipeline_file).parent,
             env_overrides=dict(run.options.get("env", {})),
             settings=engine._settings,
+            capacity=placement.capacity,
         )
         self.tasks = {task.name: task for task in self.pipeline.tasks}
-        self.pool = ResourcePool(engine._settings.capacity)
+        self.pool = ResourcePool(placement.capacity)
         self.order = graph.topological_order(self.pipeline.dependencies)
         self.status = {t.name: T(t.status) for t in run.tasks}
         self.attempts = {t.name: t.attempts for t in run.tasks}
@@ -259,7 +267,8 @@ class _Drive:
                 continue
             if self.not_before.get(name, 0) > now:
                 continue
-            elsewhere = resource_ledger.held_elsewhere(self.store, except_run=self.run.id)
+            elsewhere = resource_ledger.held_elsewhere(self.store, except_run=self.run.id) \
+                if self.placement.on_this_machine else []
             grants = resource_ledger.acquire(self.pool, task.request(self.pool.capacity), task.copies,
                                              elsewhere)
             if grants is None:
@@ -280,7 +289,7 @@ class _Drive:
     def _start(self, task: Task, grants: list[Grant]) -> None:
         number = self.attempts[task.name] + 1
         check_task_move(self.status[task.name], T.RUNNING)
-        resources = _resources_given(task, grants)
+        resources = _resources_given(task, grants, self.placement.executor)
         attempt_id = self.store.begin_attempt(
             self.run.id, task.name, self.status[task.name], number, HOST, resources
         )
@@ -421,8 +430,11 @@ def _kill_leftover(pid: int | None, started: float | None) -> None:
         kill_group(pid)
 
 
-def _resources_given(task: Task, grants: list[Grant]) -> dict:
+def _resources_given(task: Task, grants: list[Grant], executor: str) -> dict:
     given = grants[0].as_dict()
+    if executor != "local":  # the cluster picks devices: the engine's GPU indices mean nothing
+        given["executor"] = executor
+        given["gpus"] = []
     given["gpu_shares"] = sum(share for _, share in grants[0].gpus)
     given["shmem"] = task.resource_opts.shmem
     if len(grants) > 1:

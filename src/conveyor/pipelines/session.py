@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor.executors.base import JobKey, Launch
-from conveyor.pipelines.resources import Grant
+from conveyor.pipelines.resources import Capacity, Grant
 from conveyor.pipelines.spec import Pipeline, Task
 from conveyor.settings import Settings
 
@@ -34,6 +34,7 @@ class RunContext:
     pipeline_dir: Path
     env_overrides: dict[str, str]
     settings: Settings
+    capacity: Capacity  # where the tasks run: this machine, or a whole cluster
 
     def output_dir(self, task: str) -> Path:
         return self.settings.runs_root / self.run_id / "outputs" / task
@@ -70,8 +71,10 @@ def prepare(ctx: RunContext, task: Task, key: JobKey, grant: Grant) -> Launch:
     cwd = ctx.pipeline_dir
     if task.workdir:
         cwd = ctx.pipeline_dir / FASTTRACK_WORK.sub(str(work), task.workdir)
-    command = FASTTRACK_WORK.sub(str(work), task.shell_command(ctx.settings.capacity))
-    return Launch(key=key, command=command, cwd=cwd, env=env)
+    command = FASTTRACK_WORK.sub(str(work), task.shell_command(ctx.capacity))
+    return Launch(key=key, command=command, cwd=cwd, env=env,
+                  request=task.replica_request(ctx.capacity),
+                  scaling_group=task.environment.scaling_group, cluster_size=task.cluster_size)
 
 
 def _session_variables(
@@ -93,7 +96,7 @@ def _session_variables(
         "BACKENDAI_CLUSTER_HOST": "main1" if key.rank == 0 else f"sub{key.rank}",
         "CONVEYOR_GPU_SHARES": f"{sum(share for _, share in grant.gpus):g}",
     }
-    if ctx.settings.capacity.gpus:
+    if ctx.capacity.gpus:
         variables["CUDA_VISIBLE_DEVICES"] = grant.visible_devices
     return variables
 

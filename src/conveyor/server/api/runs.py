@@ -40,6 +40,9 @@ class RunRequest(BaseModel):
     skip: list[str] = Field(default_factory=list)
     only: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    executor: str | None = Field(default=None, description="local or ray; default: the"
+                                 " server's CONVEYOR_EXECUTOR")
+    ray_address: str | None = None
 
 
 @router.post("/runs", status_code=201)
@@ -47,7 +50,9 @@ def start_run(body: RunRequest, store: StoreDep, settings: SettingsDep) -> dict:
     record = store.get_pipeline(body.pipeline)
     run_id = run_files.create_run_from_text(
         store, settings, record.spec_text, registered_file(record.source, record.directory),
-        skip=body.skip, only=body.only, env=body.env, started_by="api")
+        skip=body.skip, only=body.only, env=body.env, started_by="api",
+        executor=body.executor or settings.executor,
+        ray_address=body.ray_address or settings.ray_address)
     run_files.start_detached(settings, run_id)
     return describe(store, store.get_run(run_id))
 
