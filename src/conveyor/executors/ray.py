@@ -1,13 +1,16 @@
 """Runs each job on a node of a Ray cluster; the only module that imports ray.
 
-Ray places the work, Conveyor still runs it the same way: every job is a Ray actor
-holding the task's resources (`cpu` -> num_cpus, `mem` -> memory, `cuda.shares` ->
-num_gpus, `scaling-group` -> a custom resource of that name), and inside it a
-`LocalExecutor` runs the command as a bash session in its own process group, with
-the environment the local executor would give it. The driver long-polls each actor
-for output lines and the exit, so logs reach the store while the task runs. A
-multi-node task reserves a placement group of `cluster_size` bundles, spread over
-nodes where possible; every rank learns the address of bundle 0's node.
+Ray places the work, Conveyor still runs it the same way: every job of a pipeline is a
+Ray task holding the task's resources (`cpu` -> num_cpus, `mem` -> memory,
+`cuda.shares` -> num_gpus, `scaling-group` -> a custom resource of that name), and in
+it a `LocalExecutor` runs the command as a bash session in its own process group,
+with the environment the local executor would give it. The Ray task streams the
+output lines and then the exit back (a streaming generator), so logs reach the store
+while the task runs; cancelling the stream stops the process group. A multi-node
+task reserves a placement group of `cluster_size` bundles, spread over nodes where
+possible; every rank learns the address of bundle 0's node.
+A service replica is an actor instead (`NodeSession`), placed on its own and driven
+from the gateway's event loop (`place_session`), since it lives as long as the service.
 
 A request that no node can ever hold would wait in Ray forever: it is refused before
 submission, and a job Ray has not placed after `placement_timeout` seconds fails.
@@ -15,17 +18,22 @@ submission, and a job Ray has not placed after `placement_timeout` seconds fails
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import queue
+import signal
+import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ray
-from ray.exceptions import GetTimeoutError, RayError
+from ray import ObjectRefGenerator
+from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
 from ray.util.placement_group import (
     PlacementGroup,
     placement_group,
@@ -46,8 +54,9 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "conveyor"
 POLL_WAIT = 0.5  # seconds an actor holds a poll open waiting for its job to end
-PUMP_EVERY = 0.1  # seconds the driver waits for any answer before looking again
+PUMP_EVERY = 0.05  # seconds the driver waits for any answer before looking again
 PLACEMENT_TIMEOUT = 600.0
+NODE_CHECK_EVERY = 2.0  # seconds between looks at which nodes are alive
 GROUP_SHARE = 0.001  # of a scaling group's custom resource: the group is a place, not an amount
 SHARED_CHECK_TIMEOUT = 60.0
 
@@ -177,17 +186,9 @@ class NodeSession:
             self._lines.append((stream, at, text))
 
     def start(self, launch: Launch, group: PlacementGroup | None) -> Started:
-        context = ray.get_runtime_context()
-        env = dict(launch.env)
-        env["CONVEYOR_RAY_NODE_ID"] = context.get_node_id()
-        env["CONVEYOR_NODE_IP"] = ray.util.get_node_ip_address()
-        if launch.request.gpu_shares or "CUDA_VISIBLE_DEVICES" in env:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ray.get_gpu_ids())
-        if group is not None:
-            env["CONVEYOR_CLUSTER_MAIN"] = _main_address(group)
         self._key = launch.key
-        started = self._executor.start(replace(launch, env=env))
-        return replace(started, host=env["CONVEYOR_NODE_IP"])
+        started = self._executor.start(replace(launch, env=_node_env(launch, group)))
+        return replace(started, host=ray.util.get_node_ip_address())
 
     def poll(self, wait: float) -> tuple[list[tuple[str, float, str]], Exit | None]:
         """Output since the last poll, and the exit once there is one (waits up to `wait`)."""
@@ -203,6 +204,69 @@ class NodeSession:
     def close(self) -> None:
         self._executor.close()
 
+    def node(self) -> tuple[str, str]:
+        """Where this session runs: the node's id, and the address it joined the cluster with."""
+        node_id = ray.get_runtime_context().get_node_id()
+        return node_id, next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+
+    def free_port(self) -> int:
+        """A TCP port nothing listens on now on this node, for a server the job will start."""
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            return sock.getsockname()[1]
+
+
+@ray.remote(num_returns="streaming", max_retries=0)
+def _run_job(launch: Launch, group: PlacementGroup | None, grace: float) -> Iterator[tuple]:
+    """One job on the node Ray picked, as a stream: ("started", Started), then ("lines", [...])
+    while it runs, then ("exit", Exit). Cancelling the stream stops the job's process group.
+
+    A task, not an actor: Ray runs it in a pooled worker, so no process starts per job."""
+    lines: list[tuple[str, float, str]] = []
+    lock = threading.Lock()
+
+    def keep(_key: JobKey, stream: str, at: float, text: str) -> None:
+        with lock:
+            lines.append((stream, at, text))
+
+    def taken() -> list[tuple[str, float, str]]:
+        nonlocal lines
+        with lock:
+            batch, lines = lines, []
+        return batch
+
+    executor = LocalExecutor(keep)
+    try:
+        started = executor.start(replace(launch, env=_node_env(launch, group)))
+        yield "started", (replace(started, host=ray.util.get_node_ip_address()),
+                          ray.get_runtime_context().get_node_id())
+        while True:
+            exit_ = executor.wait(POLL_WAIT)
+            batch = taken()
+            if batch:
+                yield "lines", batch
+            if exit_ is not None:
+                yield "exit", exit_
+                return
+    except (KeyboardInterrupt, TaskCancelledError):  # cancelled: SIGTERM, then SIGKILL
+        executor.stop(launch.key, grace)
+        executor.wait(grace + 1)
+        raise
+    finally:
+        executor.close()
+
+
+def _node_env(launch: Launch, group: PlacementGroup | None) -> dict[str, str]:
+    """The local executor's environment, plus where on the cluster this job landed."""
+    env = dict(launch.env)
+    env["CONVEYOR_RAY_NODE_ID"] = ray.get_runtime_context().get_node_id()
+    env["CONVEYOR_NODE_IP"] = ray.util.get_node_ip_address()
+    if launch.request.gpu_shares or "CUDA_VISIBLE_DEVICES" in env:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ray.get_gpu_ids())
+    if group is not None:
+        env["CONVEYOR_CLUSTER_MAIN"] = _main_address(group)
+    return env
+
 
 def _main_address(group: PlacementGroup) -> str:
     """The IP of the node holding bundle 0: every rank's CONVEYOR_CLUSTER_MAIN."""
@@ -212,13 +276,12 @@ def _main_address(group: PlacementGroup) -> str:
 
 @dataclass
 class _Job:
-    key: JobKey
-    actor: object
+    launch: Launch
+    stream: ObjectRefGenerator
     submitted: float
-    start_ref: object | None  # until the actor has started the command
-    poll_ref: object | None = None
+    node_id: str | None = None  # where it runs, once started
     group_key: tuple | None = None
-    stop_grace: float | None = None  # a stop asked before the command started
+    stopping: bool = False
 
 
 @dataclass
@@ -230,14 +293,17 @@ class _Group:
 class RayExecutor:
     """The executor contract (executors.base) over a Ray cluster."""
 
-    def __init__(self, sink: OutputSink, placement_timeout: float = PLACEMENT_TIMEOUT):
+    def __init__(self, sink: OutputSink, placement_timeout: float = PLACEMENT_TIMEOUT,
+                 grace: float = 10.0):
         self._sink = sink
         self._placement_timeout = placement_timeout
+        self._grace = grace
         self._exits: queue.Queue[Exit] = queue.Queue()
         self._jobs: dict[JobKey, _Job] = {}
         self._groups: dict[tuple, _Group] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._added = threading.Event()  # wakes an idle pump as soon as there is a job
         self._pump = threading.Thread(target=self._pump_loop, name="ray-pump", daemon=True)
         self._pump.start()
 
@@ -245,8 +311,8 @@ class RayExecutor:
         refused = why_never_fits(launch.request, launch.cluster_size, launch.scaling_group,
                                  alive_nodes())
         if refused:
-            self._exits.put(Exit(launch.key, None, error=f"can never run on this cluster:"
-                                                         f" {refused}"))
+            self._exits.put(Exit(launch.key, None,
+                                 error=f"can never run on this cluster: {refused}"))
             return Started(launch.key, "ray", None, None)
         options: dict = {"num_cpus": launch.request.cpu, "num_gpus": launch.request.gpu_shares,
                          "resources": {}}
@@ -260,11 +326,10 @@ class RayExecutor:
             group = self._group_for(group_key, launch)
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 group, placement_group_bundle_index=launch.key.rank)
-        actor = NodeSession.options(**options).remote()
-        job = _Job(launch.key, actor, time.monotonic(), actor.start.remote(launch, group),
-                   group_key=group_key)
+        stream = _run_job.options(**options).remote(launch, group, self._grace)
         with self._lock:
-            self._jobs[launch.key] = job
+            self._jobs[launch.key] = _Job(launch, stream, time.monotonic(), group_key=group_key)
+        self._added.set()
         return Started(launch.key, "ray", None, None)
 
     def wait(self, timeout: float) -> Exit | None:
@@ -274,14 +339,13 @@ class RayExecutor:
             return None
 
     def stop(self, key: JobKey, grace: float) -> None:
+        """Cancel the job's stream: on its node the process group gets SIGTERM, then SIGKILL
+        after the executor's grace; a job not yet placed is dropped."""
         with self._lock:
             job = self._jobs.get(key)
-        if job is None:
-            return
-        if job.start_ref is not None:
-            job.stop_grace = grace  # the pump stops it once started, or drops it unplaced
-            return
-        job.actor.stop.remote(grace)
+        if job is not None and not job.stopping:
+            job.stopping = True
+            ray.cancel(job.stream)
 
     def close(self) -> None:
         self._closed.set()
@@ -289,17 +353,12 @@ class RayExecutor:
         with self._lock:
             jobs, self._jobs = list(self._jobs.values()), {}
             groups, self._groups = list(self._groups.values()), {}
-        closing = [job.actor.close.remote() for job in jobs if job.start_ref is None]
-        try:
-            ray.wait(closing, num_returns=len(closing), timeout=10)
-        except RayError:
-            pass
         for job in jobs:
-            ray.kill(job.actor)
+            ray.cancel(job.stream)
         for entry in groups:
             remove_placement_group(entry.group)
 
-    # the driver's side of the conversation
+    # the driver's side
 
     def _group_for(self, group_key: tuple, launch: Launch) -> PlacementGroup:
         with self._lock:
@@ -312,67 +371,149 @@ class RayExecutor:
             return entry.group
 
     def _pump_loop(self) -> None:
+        last_node_check = time.monotonic()
         while not self._closed.is_set():
             with self._lock:
-                jobs = list(self._jobs.values())
-            waiting = {}
-            for job in jobs:
-                if job.start_ref is not None:
-                    waiting[job.start_ref] = job
-                    continue
-                if job.poll_ref is None:
-                    job.poll_ref = job.actor.poll.remote(POLL_WAIT)
-                waiting[job.poll_ref] = job
-            if not waiting:
-                self._closed.wait(PUMP_EVERY)
+                jobs = {job.stream: job for job in self._jobs.values()}
+            if not jobs:
+                self._added.wait(PUMP_EVERY)
+                self._added.clear()
                 continue
-            ready, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=PUMP_EVERY)
-            for ref in ready:
-                self._answer(waiting[ref], ref)
-            self._drop_unplaced(jobs)
+            ready, _ = ray.wait(list(jobs), num_returns=len(jobs), timeout=PUMP_EVERY)
+            for stream in ready:
+                self._take_next(jobs[stream])
+            self._drop_unplaced(list(jobs.values()))
+            if time.monotonic() - last_node_check > NODE_CHECK_EVERY:
+                last_node_check = time.monotonic()
+                self._drop_on_dead_nodes(list(jobs.values()))
 
-    def _answer(self, job: _Job, ref) -> None:
+    def _take_next(self, job: _Job) -> None:
         try:
-            value = ray.get(ref)
-        except RayError as err:
-            self._end(job, Exit(job.key, None, error="the Ray node or worker running it died"
-                                f" ({type(err).__name__})"))
+            kind, value = ray.get(next(job.stream))
+        except StopIteration:
+            self._end(job, Exit(job.launch.key, None, error="the job ended without an exit"))
             return
-        if ref is job.start_ref:
-            job.start_ref = None
-            if job.stop_grace is not None:
-                job.actor.stop.remote(job.stop_grace)
+        except (TaskCancelledError, RayError) as err:
+            self._end(job, _lost(job, err))
             return
-        job.poll_ref = None
-        lines, exit_ = value
-        for stream, at, text in lines:
-            self._sink(job.key, stream, at, text)
-        if exit_ is not None:
-            self._end(job, replace(exit_, key=job.key))
+        if kind == "started":
+            job.node_id = value[1]
+        elif kind == "lines":
+            for stream, at, text in value:
+                self._sink(job.launch.key, stream, at, text)
+        else:
+            self._end(job, replace(value, key=job.launch.key))
 
     def _drop_unplaced(self, jobs: list[_Job]) -> None:
-        """Jobs Ray has not placed in time, or stopped before they were placed."""
+        """Jobs Ray has not placed within the placement timeout."""
         now = time.monotonic()
         for job in jobs:
-            if job.start_ref is None:
-                continue
-            if job.stop_grace is not None:
-                self._end(job, Exit(job.key, None, error="stopped before Ray placed it"))
-            elif now - job.submitted > self._placement_timeout:
-                self._end(job, Exit(job.key, None, error=f"Ray did not place it within"
+            if job.node_id is None and not job.stopping \
+                    and now - job.submitted > self._placement_timeout:
+                job.stopping = True
+                ray.cancel(job.stream)
+                self._end(job, Exit(job.launch.key, None, error=f"Ray did not place it within"
                                                          f" {self._placement_timeout:g} s"))
+
+    def _drop_on_dead_nodes(self, jobs: list[_Job]) -> None:
+        """A job whose node died fails now: its stream may never say so (its worker can
+        outlive the node's raylet). One still waiting that no live node can hold any more
+        fails too: Ray would keep it pending forever."""
+        nodes = alive_nodes()
+        alive = {node.id for node in nodes}
+        for job in jobs:
+            if job.stopping:
+                continue
+            if job.node_id is not None and job.node_id not in alive:
+                why = f"its Ray node {job.node_id[:8]} died"
+            elif job.node_id is None:
+                refused = why_never_fits(job.launch.request, job.launch.cluster_size,
+                                         job.launch.scaling_group, nodes)
+                if not refused:
+                    continue
+                why = f"can never run on this cluster any more: {refused}"
+            else:
+                continue
+            job.stopping = True
+            ray.cancel(job.stream, force=job.node_id is not None)
+            self._end(job, Exit(job.launch.key, None, error=why))
 
     def _end(self, job: _Job, exit_: Exit) -> None:
         with self._lock:
-            self._jobs.pop(job.key, None)
+            if self._jobs.pop(job.launch.key, None) is None:
+                return  # ended already
             entry = self._groups.get(job.group_key) if job.group_key else None
             if entry is not None:
-                entry.ranks.discard(job.key.rank)
+                entry.ranks.discard(job.launch.key.rank)
                 if not entry.ranks:
                     del self._groups[job.group_key]
                     remove_placement_group(entry.group)
-        ray.kill(job.actor)
         self._exits.put(exit_)
+
+
+def _lost(job: _Job, err: Exception) -> Exit:
+    if job.stopping:  # the stop we asked for: like a local job killed by SIGTERM
+        return Exit(job.launch.key, 128 + signal.SIGTERM, signal=signal.SIGTERM)
+    return Exit(job.launch.key, None, error=f"the Ray node or worker running it died"
+                                     f" ({type(err).__name__})")
+
+
+# One long-lived job driven from asyncio (a service replica): a session placed on its own.
+
+
+class SessionLost(Exception):
+    """A placed session's actor is gone: its node died, or its worker was killed."""
+
+
+def place_session(request: Request, scaling_group: str | None) -> PlacedSession:
+    """A NodeSession holding `request` on a node Ray picks (copies spread over nodes where
+    possible); it runs nothing until `start`. Creating it does not wait for the placement."""
+    options: dict = {"num_cpus": request.cpu, "num_gpus": request.gpu_shares, "resources": {},
+                     "scheduling_strategy": "SPREAD"}
+    if request.mem:
+        options["memory"] = request.mem
+    if scaling_group:
+        options["resources"][scaling_group] = GROUP_SHARE
+    return PlacedSession(NodeSession.options(**options).remote())
+
+
+class PlacedSession:
+    """A NodeSession seen from an event loop: each call is awaited, never blocks the loop, and
+    raises SessionLost once the actor is gone. The first call waits for Ray's placement."""
+
+    def __init__(self, actor) -> None:
+        self._actor = actor
+
+    async def node(self) -> tuple[str, str]:
+        return await self._answer(self._actor.node.remote())
+
+    async def free_port(self) -> int:
+        return await self._answer(self._actor.free_port.remote())
+
+    async def start(self, launch: Launch) -> Started:
+        return await self._answer(self._actor.start.remote(launch, None))
+
+    async def poll(self, wait: float = POLL_WAIT) -> tuple[list[tuple[str, float, str]],
+                                                           Exit | None]:
+        return await self._answer(self._actor.poll.remote(wait))
+
+    async def stop(self, grace: float) -> None:
+        await self._answer(self._actor.stop.remote(grace))
+
+    async def close(self, timeout: float) -> None:
+        """Kill what still runs in the session, then end the actor (placed or not)."""
+        try:
+            await asyncio.wait_for(self._answer(self._actor.close.remote()), timeout)
+        except (SessionLost, asyncio.TimeoutError):
+            pass
+        await asyncio.to_thread(ray.kill, self._actor)
+
+    @staticmethod
+    async def _answer(ref):
+        try:
+            return await ref
+        except RayError as err:
+            raise SessionLost(type(err).__name__) from None
 
 
 def _copies_that_fit(wanted: dict[str, float], offered: dict[str, float]) -> int:
