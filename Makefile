@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python benchmarks/semscore_throughput.py
 	$(BIN)/python benchmarks/gateway_overhead.py
 	$(BIN)/python benchmarks/builtin_throughput.py
+	$(BIN)/python benchmarks/ray_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
