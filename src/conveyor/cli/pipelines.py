@@ -16,6 +16,7 @@ from rich.live import Live
 
 from conveyor.cli.render import run_table, runs_table
 from conveyor.errors import RunBusyError
+from conveyor.executors.placement import join_cluster
 from conveyor.pipelines import runs as run_files
 from conveyor.pipelines.resources import Capacity
 from conveyor.pipelines.scheduler import RunEngine
@@ -199,6 +200,7 @@ def _announce(run_id: str, store: Store, verb: str = "run") -> None:
 
 def _foreground(settings: Settings, store: Store, run_id: str, as_json: bool) -> None:
     """Execute in a worker thread; the main thread draws the live table and turns ^C into cancel."""
+    join_cluster(store.get_run(run_id).options)
     engine_ = RunEngine(store, settings, run_id)
     outcome: dict = {}
 

@@ -30,6 +30,14 @@ def check_executor(name: str) -> str:
     return name
 
 
+def join_cluster(options: dict) -> None:
+    """Join a Ray run's cluster now; call it from the main thread (Ray sets signal handlers)."""
+    if check_executor(options.get("executor") or "local") == "ray":
+        from conveyor.executors import ray as on_ray
+
+        on_ray.connect(options.get("ray_address"))
+
+
 def placement_for(options: dict, settings: Settings, shared: list[Path]) -> Placement:
     """The run's executor; a Ray run first joins the cluster and checks that every node sees
     the `shared` folders."""
