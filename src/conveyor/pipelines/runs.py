@@ -76,6 +76,28 @@ def create_run_from_text(
     )
 
 
+def start_registered_run(
+    store: Store,
+    settings: Settings,
+    name: str,
+    *,
+    skip: list[str] = (),
+    only: list[str] = (),
+    env: dict[str, str] | None = None,
+    started_by: str,
+    executor: str | None = None,
+    ray_address: str | None = None,
+) -> str:
+    """A run of a pipeline registered with the server, as registered now, started in an engine
+    process of its own; the executor defaults to the settings' (CONVEYOR_EXECUTOR)."""
+    record = store.get_pipeline(name)
+    run_id = create_run_from_text(store, settings, record.spec_text, record.run_file, skip, only,
+                                  env, started_by, executor or settings.executor,
+                                  ray_address or settings.ray_address)
+    start_detached(settings, run_id)
+    return run_id
+
+
 def initial_statuses(
     pipeline: Pipeline, skip: list[str], only: list[str]
 ) -> list[tuple[str, str, str | None]]:

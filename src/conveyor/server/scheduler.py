@@ -14,13 +14,12 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
 from conveyor.errors import ConveyorError, NotFoundError, UsageError
-from conveyor.pipelines.runs import create_run_from_text, start_detached
+from conveyor.pipelines.runs import start_registered_run
 from conveyor.pipelines.spec import parse_pipeline
 from conveyor.settings import Settings
 from conveyor.store.pipelines import PipelineRecord
@@ -97,8 +96,7 @@ def new_schedule(store: Store, settings: Settings, pipeline: str, cron: str,
     check_cron(cron)
     first = next_after(cron, timezone, now())
     record = registered(store, pipeline)
-    names = [t.name for t in parse_pipeline(record.spec_text, _pipeline_file(record),
-                                            settings.capacity).tasks]
+    names = [t.name for t in parse_pipeline(record.spec_text, str(record.run_file)).tasks]
     unknown = [name for name in skip if name not in names]
     if unknown:
         raise FieldError("skip", f"skip: no task {', '.join(unknown)} in {pipeline};"
@@ -124,11 +122,8 @@ def schedule_json(record: ScheduleRecord) -> dict:
 
 def start_scheduled_run(store: Store, settings: Settings, schedule: ScheduleRecord) -> str:
     """The registered pipeline as it is now, in its own engine process; returns the run id."""
-    record = store.get_pipeline(schedule.pipeline)
-    run_id = create_run_from_text(store, settings, record.spec_text, _pipeline_file(record),
-                                  skip=schedule.skip, started_by=f"schedule {schedule.id}")
-    start_detached(settings, run_id)
-    return run_id
+    return start_registered_run(store, settings, schedule.pipeline, skip=schedule.skip,
+                                started_by=f"schedule {schedule.id}")
 
 
 class CronScheduler:
@@ -205,6 +200,3 @@ class CronScheduler:
                 log.exception("cron scheduler: a pass failed; trying again in %.0f s", wait)
             self._stopping.wait(wait)
 
-
-def _pipeline_file(record: PipelineRecord) -> Path:
-    return Path(record.source or Path(record.directory) / "pipeline.yaml")

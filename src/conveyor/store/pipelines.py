@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
 
@@ -24,6 +25,12 @@ class PipelineRecord:
     source: str | None
     created_at: datetime
     updated_at: datetime
+
+    @property
+    def run_file(self) -> Path:
+        """The path its runs name: the file it came from, else one in its folder; either way
+        the folder is where the runs start."""
+        return Path(self.source) if self.source else Path(self.directory) / "pipeline.yaml"
 
 
 class PipelineRegistry:

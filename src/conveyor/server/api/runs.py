@@ -47,13 +47,9 @@ class RunRequest(BaseModel):
 
 @router.post("/runs", status_code=201)
 def start_run(body: RunRequest, store: StoreDep, settings: SettingsDep) -> dict:
-    record = store.get_pipeline(body.pipeline)
-    run_id = run_files.create_run_from_text(
-        store, settings, record.spec_text, registered_file(record.source, record.directory),
-        skip=body.skip, only=body.only, env=body.env, started_by="api",
-        executor=body.executor or settings.executor,
-        ray_address=body.ray_address or settings.ray_address)
-    run_files.start_detached(settings, run_id)
+    run_id = run_files.start_registered_run(
+        store, settings, body.pipeline, skip=body.skip, only=body.only, env=body.env,
+        started_by="api", executor=body.executor, ray_address=body.ray_address)
     return describe(store, store.get_run(run_id))
 
 
@@ -187,11 +183,6 @@ def artifact(run_id: str, task: str, path: str, store: StoreDep,
     return FileResponse(file, media_type=media, filename=file.name,
                         content_disposition_type="inline" if inline else "attachment",
                         headers={"Content-Security-Policy": "sandbox"})
-
-
-def registered_file(source: str | None, directory: str) -> Path:
-    """The path a registered pipeline's runs name: the folder is where they start."""
-    return Path(source) if source else Path(directory) / "pipeline.yaml"
 
 
 def summary(run: RunRecord) -> dict:
