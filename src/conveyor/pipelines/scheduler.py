@@ -82,15 +82,17 @@ class RunEngine:
 
     def cancel_abandoned(self) -> RunStatus:
         """Cancel a run that no live engine executes: kill its leftovers, mark what did not finish."""
-        return self._drive(lambda drive: drive.cancel_now())
+        return self._drive(lambda drive: drive.cancel_now(), starts_tasks=False)
 
-    def _drive(self, how: Callable[[_Drive], RunStatus]) -> RunStatus:
+    def _drive(self, how: Callable[[_Drive], RunStatus], starts_tasks: bool = True) -> RunStatus:
         run = self._store.get_run(self._run_id)
         self._run_id = run.id
         if RunStatus(run.status) == RunStatus.SUCCEEDED:
             return RunStatus.SUCCEEDED
+        # a cancel starts nothing: it needs no cluster, which may be gone
+        options = run.options if starts_tasks else dict(run.options, executor="local")
         placement = placement_for(
-            run.options, self._settings,
+            options, self._settings,
             [self._settings.storage_root, self._settings.runs_root, Path(run.pipeline_file).parent])
         if self._executor_factory is not None:
             placement = replace(placement, factory=self._executor_factory)
