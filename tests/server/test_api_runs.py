@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 
 import httpx
@@ -206,3 +208,41 @@ def test_the_server_refuses_the_network_without_a_token(cli, host, monkeypatch):
     assert "CONVEYOR_SERVER_TOKEN" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2
     assert os.environ.get("CONVEYOR_SERVER_TOKEN") is None
+
+
+def test_runs_go_on_while_the_server_restarts(tmp_path, free_port, wait_until):
+    """The server process dies mid-run (SIGKILL); the run's engine is a process of its own."""
+    url = f"http://127.0.0.1:{free_port}"
+
+    def serve():
+        process = subprocess.Popen([sys.executable, "-m", "conveyor", "server", "--port",
+                                    str(free_port)], env=dict(os.environ),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: _answers(f"{url}/api/info"), timeout=30)
+        return process
+
+    server = serve()
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            register(client, SLOW.replace("sleep 60", "sleep 3"))
+            run = start(client, "slow")
+            wait_until(lambda: client.get(f"/api/runs/{run['id']}").json()["status"]
+                       == "running", timeout=30)
+        server.kill()
+        server.wait(10)
+        server = serve()
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.get(f"/api/runs/{run['id']}").json()["status"] in ("running",
+                                                                             "succeeded")
+            wait_until(lambda: client.get(f"/api/runs/{run['id']}").json()["status"]
+                       == "succeeded", timeout=30)
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
