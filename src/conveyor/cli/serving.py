@@ -73,6 +73,14 @@ def serve(
     cooldown: Annotated[str, typer.Option(help="Pause between scaling steps.")] = "30s",
     detach: Annotated[bool, typer.Option(help="Host the service in the background; return once"
                                          " it is up.")] = False,
+    cluster: Annotated[str | None, typer.Option(help="Where replicas run: local (this machine) or"
+                                                " ray (nodes of a Ray cluster; the gateway stays"
+                                                " here); default: CONVEYOR_EXECUTOR, else"
+                                                " local.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="The Ray head's host:port (default:"
+                                                    " CONVEYOR_RAY_ADDRESS, else auto).")] = None,
+    scaling_group: Annotated[str | None, typer.Option(help="Ray: place replicas only on nodes"
+                                                      " with this custom resource.")] = None,
 ) -> None:
     """Serve a model folder behind an OpenAI-compatible gateway."""
     from conveyor.serving.service import plan_service
@@ -88,7 +96,8 @@ def serve(
         replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas, public=public,
         secret_env=token_secret_env, env=parse_env_pairs(env), command=command, cpu=cpu,
         mem=memory, gpu=gpu, startup_timeout=startup, scale_up_at=scale_up_at,
-        scale_down_at=scale_down_at, cooldown=pause)
+        scale_down_at=scale_down_at, cooldown=pause, cluster=cluster, ray_address=ray_address,
+        scaling_group=scaling_group)
     if detach:
         _serve_detached(settings, store, spec.name, startup)
         return

@@ -207,7 +207,8 @@ class NodeSession:
     def node(self) -> tuple[str, str]:
         """Where this session runs: the node's id, and the address it joined the cluster with."""
         node_id = ray.get_runtime_context().get_node_id()
-        return node_id, next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+        address = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+        return node_id, address
 
     def free_port(self) -> int:
         """A TCP port nothing listens on now on this node, for a server the job will start."""

@@ -3,6 +3,8 @@
 `plan_service` checks everything a user can get wrong before anything starts; `ServiceHost`
 then runs the gateway, keeps the wanted number of replicas alive, scales between the minimum
 and the maximum, and records every state change in the store for `conveyor service(s)`.
+Replicas run on this machine, or (`--cluster ray`) on the nodes of a Ray cluster, while the
+gateway stays here; `serving.ray_replica` is imported only for the latter.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from pathlib import Path
 
 from conveyor import resource_ledger
 from conveyor.errors import ConfigError, ConveyorError, UsageError
-from conveyor.pipelines.resources import Request, ResourcePool, format_size, why_never_fits
+from conveyor.pipelines.resources import (
+    Capacity,
+    Request,
+    ResourcePool,
+    format_size,
+    why_never_fits,
+)
 from conveyor.processes import is_same_process, kill_group, owner_is_alive, this_process_id
 from conveyor.serving.auth import TokenVerifier, new_secret
 from conveyor.serving.autoscale import Autoscaler, ScalePolicy
@@ -38,6 +46,7 @@ from conveyor.store.services import ServiceRecord
 log = logging.getLogger(__name__)
 RUNTIMES = ("auto", "builtin", *[n for n in VARIANTS if n != "builtin"])
 GPU_RUNTIMES = ("vllm", "sglang", "tgi", "nim")
+CLUSTERS = ("local", "ray")
 DRAIN_LIMIT = 30.0  # seconds a replica being removed may finish what it is answering
 TICK = 0.5  # seconds between looks at load and stop requests
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -61,6 +70,10 @@ class ServiceSpec:
     request: Request  # per replica
     env: dict[str, str] = field(default_factory=dict)  # --env pairs
     startup_timeout: float = 300.0
+    cluster: str = "local"  # where the replicas run: this machine, or a Ray cluster
+    ray_address: str | None = None
+    scaling_group: str | None = None  # Ray: only nodes with this custom resource
+    capacity: Capacity | None = None  # what the replicas may hold in all; None: this machine
 
     def options(self) -> dict:
         """What the store keeps of the spec (no environment values: they may be secrets)."""
@@ -68,7 +81,8 @@ class ServiceSpec:
                 "max_replicas": self.policy.max_replicas, "cpu": self.request.cpu,
                 "mem": format_size(self.request.mem), "gpu": self.request.gpu_shares,
                 "env": sorted(self.env), "secret_env": self.secret_env,
-                "startup_timeout": self.startup_timeout}
+                "startup_timeout": self.startup_timeout, "cluster": self.cluster,
+                "ray_address": self.ray_address, "scaling_group": self.scaling_group}
 
 
 def plan_service(model_dir: Path, *, settings: Settings, name: str | None = None,
@@ -79,16 +93,30 @@ def plan_service(model_dir: Path, *, settings: Settings, name: str | None = None
                  command: str | None = None, cpu: float = 1.0, mem: int = 0,
                  gpu: float | None = None, startup_timeout: float = 300.0,
                  scale_up_at: float = 4.0, scale_down_at: float = 0.5,
-                 cooldown: float = 30.0) -> ServiceSpec:
+                 cooldown: float = 30.0, cluster: str | None = None,
+                 ray_address: str | None = None,
+                 scaling_group: str | None = None) -> ServiceSpec:
     """Check a `conveyor serve` request and settle its defaults; raises with one clear line."""
     env = dict(env or {})
     if command:
         env["CONVEYOR_COMMAND"] = command
     if runtime not in RUNTIMES:
         raise UsageError(f"--runtime {runtime!r} is not a runtime; use one of {', '.join(RUNTIMES)}")
+    cluster = cluster or settings.executor
+    if cluster not in CLUSTERS:
+        raise UsageError(f"--cluster {cluster!r}: choose one of {', '.join(CLUSTERS)}")
+    if cluster == "local" and scaling_group:
+        raise UsageError("--scaling-group places replicas on the nodes of a Ray cluster; add"
+                         " --cluster ray")
     folder = _inspect(Path(model_dir).resolve(), runtime)
+    capacity = settings.capacity
+    if cluster == "ray":
+        from conveyor.serving import ray_replica
+
+        ray_address = ray_address or settings.ray_address
+        capacity = ray_replica.join_cluster(ray_address)
     if gpu is None:  # a whole device where there is one: runtimes on GPUs expect it
-        gpu = 1.0 if settings.capacity.gpus > 0 else 0.0
+        gpu = 1.0 if capacity.gpus > 0 else 0.0
     runtime = choose_runtime(folder, runtime, gpu)
     VARIANTS[runtime].check_installed()
     lowest = replicas if min_replicas is None else min_replicas
@@ -103,10 +131,13 @@ def plan_service(model_dir: Path, *, settings: Settings, name: str | None = None
         raise UsageError(f"--token-secret-env {secret_env}: the variable is not set in this"
                          " environment; export it first")
     request = Request(cpu=cpu, mem=mem, gpu_shares=gpu)
-    reason = why_never_fits(request, lowest, settings.capacity)
-    if reason:
-        raise ConfigError(f"{lowest} replica(s) of this service {reason}; lower --cpu, --mem,"
-                          " --gpu or --replicas")
+    if cluster == "ray":
+        ray_replica.check_fits(request, lowest, scaling_group)
+    else:
+        reason = why_never_fits(request, lowest, settings.capacity)
+        if reason:
+            raise ConfigError(f"{lowest} replica(s) of this service {reason}; lower --cpu,"
+                              " --mem, --gpu or --replicas")
     served = name or env.get("BACKEND_MODEL_NAME") or os.environ.get("BACKEND_MODEL_NAME") \
         or folder.path.name
     if not SERVICE_NAME.match(served):
@@ -117,7 +148,9 @@ def plan_service(model_dir: Path, *, settings: Settings, name: str | None = None
         name=served, folder=folder, runtime=runtime, model_name=served,
         host=host, port=port, public=public, secret_env=secret_env,
         policy=ScalePolicy(lowest, highest, scale_up_at, scale_down_at, cooldown),
-        request=request, env=env, startup_timeout=startup_timeout)
+        request=request, env=env, startup_timeout=startup_timeout, cluster=cluster,
+        ray_address=ray_address if cluster == "ray" else None, scaling_group=scaling_group,
+        capacity=capacity)
     VARIANTS[runtime].build(folder, 0, spec.model_name, _variant_env(spec))  # fails early
     if runtime == "custom":
         check_actions(_pre_start(spec), folder.path / DEFINITION_FILE)
@@ -187,8 +220,15 @@ def is_live(record: ServiceRecord) -> bool:
 def kill_leftovers(record: ServiceRecord) -> None:
     """Replicas whose host process died outlive it (they have sessions of their own)."""
     for replica in record.replicas:
+        if not _on_this_machine(replica.resources or {}):
+            continue  # its pid is one of its Ray node
         if replica.pid and is_same_process(replica.pid, replica.started):
             kill_group(replica.pid)
+
+
+def _on_this_machine(resources: dict) -> bool:
+    return resources.get("executor", "local") == "local" or \
+        str(resources.get("host", "")).startswith("127.")
 
 
 def free_port() -> int:
@@ -208,7 +248,8 @@ class ServiceHost:
         self.gateway = Gateway(GatewaySettings(service=spec.name, model=spec.model_name, verifier=verifier,
                                                status=lambda: self.status), self.metrics)
         self.replicas: list[Replica] = []
-        self.pool = ResourcePool(settings.capacity)  # what this service's replicas hold
+        # what this service's replicas hold, of this machine or of the whole cluster
+        self.pool = ResourcePool(spec.capacity or settings.capacity)
         self.status = ServiceStatus.PROVISIONING
         self.stopping = asyncio.Event()
         self._numbers = 0
@@ -296,22 +337,36 @@ class ServiceHost:
 
     def _add_replica(self) -> bool:
         spec = self.spec
-        elsewhere = resource_ledger.held_elsewhere(self.store, except_service=spec.name)
+        on_ray = spec.cluster == "ray"  # Ray arbitrates the cluster; the pool only counts
+        elsewhere = [] if on_ray else resource_ledger.held_elsewhere(
+            self.store, except_service=spec.name)
         grants = resource_ledger.acquire(self.pool, spec.request, 1, elsewhere)
         if grants is None:
             log.warning("service %s: no room for another replica now", spec.name)
             return False
         number = self._numbers
         self._numbers += 1
-        launch = VARIANTS[spec.runtime].build(spec.folder, free_port(), spec.model_name,
-                                              _variant_env(spec))
+
+        def build(port: int):
+            return VARIANTS[spec.runtime].build(spec.folder, port, spec.model_name,
+                                                _variant_env(spec))
+
+        launch = build(0 if on_ray else free_port())  # a Ray node picks its port at each start
         folder = service_dir(self.settings, spec.name)
         plan = ReplicaPlan(
             number=number, launch=launch,
             env=process_env({**os.environ, **spec.env}, grants[0], launch),
             cwd=spec.folder.path, log_file=folder / f"replica-{number}.log",
-            startup_timeout=spec.startup_timeout, kill_grace=self.settings.kill_grace)
-        replica = Replica(plan, grants[0], self._replica_changed)
+            startup_timeout=spec.startup_timeout, kill_grace=self.settings.kill_grace,
+            relaunch=build)
+        spawn = None
+        if on_ray:
+            from conveyor.serving.ray_replica import RayProcess
+
+            def spawn(plan: ReplicaPlan) -> RayProcess:
+                return RayProcess(plan, spec.request, spec.scaling_group, spec.name)
+
+        replica = Replica(plan, grants[0], self._replica_changed, spawn)
         self.replicas.append(replica)
         self._replica_changed(replica)  # its grant is in the store before anyone else looks
         self.gateway.upstreams.append(replica.upstream)
@@ -348,7 +403,7 @@ class ServiceHost:
     def _replica_changed(self, replica: Replica) -> None:
         self.store.save_replica(self.spec.name, replica.number, status=replica.state,
                                 port=replica.upstream.port, pid=replica.pid,
-                                started=replica.started, resources=replica.grant.as_dict(),
+                                started=replica.started, resources=self._resources(replica),
                                 restarts=replica.restarts, message=replica.message)
         states = [r.state for r in self.replicas]
         self.metrics.set_replicas({s: states.count(s) for s in set(states)})
@@ -356,6 +411,16 @@ class ServiceHost:
         if status != self.status and not self.stopping.is_set():
             log.info("service %s: %s", self.spec.name, status)
             self._record_status(status, replica.message or None)
+
+    def _resources(self, replica: Replica) -> dict:
+        """What the replica holds; on a cluster also where (the ledger counts only this machine)."""
+        given = replica.grant.as_dict()
+        if self.spec.cluster != "local":  # the cluster picks devices: the pool's indices are moot
+            given.update(executor=self.spec.cluster, gpus=[],
+                         gpu_shares=self.spec.request.gpu_shares,
+                         scaling_group=self.spec.scaling_group, node=replica.node,
+                         host=replica.upstream.host)
+        return given
 
     def _record_status(self, status: ServiceStatus, message: str | None) -> None:
         self.status = status
