@@ -55,11 +55,11 @@ export function replace(el, ...children) {
 export function fmtDuration(seconds) {
   if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "–";
   if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
-  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
-  const m = Math.floor(seconds / 60);
-  if (m < 60) return `${m} min ${Math.round(seconds % 60)} s`;
-  const hrs = Math.floor(m / 60);
-  return `${hrs} h ${m % 60} min`;
+  if (seconds < 59.5) return `${seconds.toFixed(seconds < 9.95 ? 1 : 0)} s`;
+  const whole = Math.round(seconds); // round once, so 16 min 59.7 s reads 17 min 0 s
+  const m = Math.floor(whole / 60);
+  if (m < 60) return `${m} min ${whole % 60} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
 export function fmtBytes(bytes) {
