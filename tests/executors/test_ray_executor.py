@@ -203,3 +203,42 @@ def test_a_node_that_dies_fails_the_attempt_and_it_is_retried(
     assert "can never run" in run.task("victim").message or "died" in run.task("victim").message
     events = [e["message"] or "" for e in store.list_events(run_id) if e["task"] == "victim"]
     assert any("died" in message for message in events), events
+
+
+def test_a_killed_worker_fails_the_attempt_and_leaves_nothing_running(
+        store, settings, ray_cluster, write_pipeline, wait_until):
+    path = write_pipeline("""\
+        name: worker-dies
+        tasks:
+        - name: victim
+          command: |
+            if [ "$CONVEYOR_ATTEMPT" = 1 ]; then
+              sleep 300 & echo "child=$!"; echo "worker=$PPID"; wait
+            fi
+            echo "attempt $CONVEYOR_ATTEMPT done"
+          retry: {max_attempts: 2}
+        """)
+    run_id = create_run(store, settings, path, executor="ray", ray_address=ray_cluster.address)
+    outcome = []
+    engine = RunEngine(store, settings, run_id)
+    worker = threading.Thread(target=lambda: outcome.append(engine.execute()))
+    worker.start()
+    try:
+        wait_until(lambda: len(store.read_logs(run_id, "victim")) >= 2, timeout=60)
+        said = values([line.text for line in store.read_logs(run_id, "victim")])
+        child, ray_worker = int(said["child"]), int(said["worker"])
+        os.kill(ray_worker, signal.SIGKILL)
+        worker.join(120)
+        assert not worker.is_alive(), "the engine hangs on a dead worker"
+    finally:
+        engine.cancel()
+        worker.join(60)
+    assert outcome == ["succeeded"]
+    attempts = store.list_attempts(run_id, "victim")
+    assert [a.outcome for a in attempts] == ["failed", "succeeded"]
+    assert output(store, store.get_run(run_id), "victim")[-1] == "attempt 2 done"
+    events = [e["message"] or "" for e in store.list_events(run_id) if e["task"] == "victim"]
+    assert any("died" in message for message in events), events
+    # the first attempt's own process group went with its worker
+    wait_until(lambda: not psutil.pid_exists(child)
+               or psutil.Process(child).status() == psutil.STATUS_ZOMBIE, timeout=20)

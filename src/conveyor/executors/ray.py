@@ -23,6 +23,8 @@ import logging
 import math
 import queue
 import signal
+import subprocess
+import sys
 import socket
 import threading
 import time
@@ -180,6 +182,7 @@ class NodeSession:
         self._lock = threading.Lock()
         self._executor = LocalExecutor(self._keep)
         self._key: JobKey | None = None
+        self._guard: subprocess.Popen | None = None
 
     def _keep(self, _key: JobKey, stream: str, at: float, text: str) -> None:
         with self._lock:
@@ -188,6 +191,7 @@ class NodeSession:
     def start(self, launch: Launch, group: PlacementGroup | None) -> Started:
         self._key = launch.key
         started = self._executor.start(replace(launch, env=_node_env(launch, group)))
+        self._guard = _guard(started)
         return replace(started, host=ray.util.get_node_ip_address())
 
     def poll(self, wait: float) -> tuple[list[tuple[str, float, str]], Exit | None]:
@@ -203,6 +207,7 @@ class NodeSession:
 
     def close(self) -> None:
         self._executor.close()
+        _release(self._guard)
 
     def node(self) -> tuple[str, str]:
         """Where this session runs: the node's id, and the address it joined the cluster with."""
@@ -237,8 +242,10 @@ def _run_job(launch: Launch, group: PlacementGroup | None, grace: float) -> Iter
         return batch
 
     executor = LocalExecutor(keep)
+    guard = None
     try:
         started = executor.start(replace(launch, env=_node_env(launch, group)))
+        guard = _guard(started)
         yield "started", (replace(started, host=ray.util.get_node_ip_address()),
                           ray.get_runtime_context().get_node_id())
         while True:
@@ -255,6 +262,21 @@ def _run_job(launch: Launch, group: PlacementGroup | None, grace: float) -> Iter
         raise
     finally:
         executor.close()
+        _release(guard)
+
+
+def _guard(started: Started) -> subprocess.Popen | None:
+    """A process that kills the job's group if this Ray worker dies before the job ends."""
+    if started.pid is None:
+        return None
+    return subprocess.Popen([sys.executable, "-m", "conveyor.executors.orphan_guard",
+                             str(started.pid)], stdin=subprocess.PIPE, start_new_session=True)
+
+
+def _release(guard: subprocess.Popen | None) -> None:
+    """The job has ended: its guard leaves the group alone and exits."""
+    if guard is not None:
+        guard.communicate(b"done")
 
 
 def _node_env(launch: Launch, group: PlacementGroup | None) -> dict[str, str]:
