@@ -9,9 +9,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from conveyor.errors import SpecError, UsageError
+from conveyor.errors import UsageError
 from conveyor.executors.placement import check_executor
-from conveyor.pipelines.spec import Pipeline, parse_pipeline
+from conveyor.pipelines.spec import Pipeline, parse_pipeline, read_pipeline_text
 from conveyor.pipelines.state import TaskStatus
 from conveyor.processes import owner_is_alive
 from conveyor.settings import Settings
@@ -31,13 +31,7 @@ def create_run(
 ) -> str:
     """Check the file and the options, then record a pending run; returns its id."""
     path = Path(path).absolute()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([f"{path}: no such file; give the path of a pipeline.yaml"]) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError([f"{path}: cannot be read: {err}"]) from None
-    return create_run_from_text(store, settings, text, path, skip, only, env, started_by,
+    return create_run_from_text(store, settings, read_pipeline_text(path), path, skip, only, env, started_by,
                                 executor, ray_address)
 
 

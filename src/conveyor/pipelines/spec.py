@@ -254,14 +254,18 @@ class Pipeline(_Strict):
 
 def load_pipeline(path: str | Path, capacity: Capacity | None = None) -> Pipeline:
     """Read and check a pipeline file; `capacity` adds the check that every task can ever fit."""
+    return parse_pipeline(read_pipeline_text(path), str(path), capacity)
+
+
+def read_pipeline_text(path: str | Path) -> str:
+    """A pipeline file's text; a missing or unreadable file is a SpecError naming it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError([f"{path}: no such file; give the path of a pipeline.yaml"]) from None
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError([f"{path}: cannot be read: {err}"]) from None
-    return parse_pipeline(text, str(path), capacity)
 
 
 def parse_pipeline(text: str, source: str, capacity: Capacity | None = None) -> Pipeline:
