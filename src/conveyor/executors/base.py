@@ -6,6 +6,7 @@ streams their output to a sink, stops them on request, and reports each exit.
 
 from __future__ import annotations
 
+import queue
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,14 @@ class Exit:
         if self.signal:
             return f"killed by {signal.Signals(self.signal).name}"
         return f"exit code {self.exit_code}"
+
+
+def next_exit(exits: queue.Queue[Exit], timeout: float) -> Exit | None:
+    """`Executor.wait` for executors that queue their exits as they learn of them."""
+    try:
+        return exits.get(timeout=max(timeout, 0))
+    except queue.Empty:
+        return None
 
 
 # (job, stream "stdout"/"stderr", unix time, text of one line without its newline)

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import IO
 
-from conveyor.executors.base import Exit, JobKey, Launch, OutputSink, Started
+from conveyor.executors.base import Exit, JobKey, Launch, OutputSink, Started, next_exit
 from conveyor.executors.usage import UsageMeter
 from conveyor.processes import HOST, kill_group, start_time
 
@@ -60,10 +60,7 @@ class LocalExecutor:
         return Started(launch.key, HOST, proc.pid, started)
 
     def wait(self, timeout: float) -> Exit | None:
-        try:
-            return self._exits.get(timeout=max(timeout, 0))
-        except queue.Empty:
-            return None
+        return next_exit(self._exits, timeout)
 
     def stop(self, key: JobKey, grace: float) -> None:
         with self._lock:

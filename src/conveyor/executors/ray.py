@@ -48,7 +48,7 @@ from ray.util.scheduling_strategies import (
 )
 
 from conveyor.errors import ConfigError
-from conveyor.executors.base import Exit, JobKey, Launch, OutputSink, Started
+from conveyor.executors.base import Exit, JobKey, Launch, OutputSink, Started, next_exit
 from conveyor.executors.local import LocalExecutor
 from conveyor.pipelines.resources import Capacity, Request, format_size
 
@@ -356,10 +356,7 @@ class RayExecutor:
         return Started(launch.key, "ray", None, None)
 
     def wait(self, timeout: float) -> Exit | None:
-        try:
-            return self._exits.get(timeout=max(timeout, 0))
-        except queue.Empty:
-            return None
+        return next_exit(self._exits, timeout)
 
     def stop(self, key: JobKey, grace: float) -> None:
         """Cancel the job's stream: on its node the process group gets SIGTERM, then SIGKILL
