@@ -10,7 +10,7 @@ import asyncio
 import json
 import mimetypes
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import yaml
@@ -95,23 +95,19 @@ def resume(run_id: str, store: StoreDep, settings: SettingsDep) -> dict:
 async def run_events(run_id: str, request: Request, store: StoreDep) -> StreamingResponse:
     """The run as JSON each time it changes, until it has finished."""
     first = await run_in_threadpool(store.get_run, run_id)
+    last = None
 
-    async def changes() -> AsyncIterator[str]:
-        last, quiet_since = None, time.monotonic()
-        while not await request.is_disconnected():
-            current = await run_in_threadpool(lambda: describe(store, store.get_run(first.id)))
-            text = json.dumps(current)
-            if text != last:
-                last, quiet_since = text, time.monotonic()
-                yield f"event: run\ndata: {text}\n\n"
-                if current["status"] in ("succeeded", "failed", "cancelled", "interrupted"):
-                    return
-            elif time.monotonic() - quiet_since > KEEPALIVE_EVERY:
-                quiet_since = time.monotonic()
-                yield ": still watching\n\n"
-            await asyncio.sleep(WATCH_EVERY)
+    async def look() -> tuple[list[str], bool]:
+        nonlocal last
+        current = await run_in_threadpool(lambda: describe(store, store.get_run(first.id)))
+        text = json.dumps(current)
+        if text == last:
+            return [], False
+        last = text
+        finished = current["status"] in ("succeeded", "failed", "cancelled", "interrupted")
+        return [f"event: run\ndata: {text}\n\n"], finished
 
-    return _event_stream(changes())
+    return _event_stream(_watch(request, look))
 
 
 @router.get("/runs/{run_id}/tasks/{task}/logs")
@@ -130,28 +126,24 @@ async def task_log_stream(run_id: str, task: str, request: Request, store: Store
     """Lines as they are written; `end` once the task has finished and all are sent."""
     record = await run_in_threadpool(store.get_run, run_id)
     record.task(task)
+    last_id = after
 
-    async def lines() -> AsyncIterator[str]:
-        last_id, quiet_since = after, time.monotonic()
-        while not await request.is_disconnected():
-            batch = await run_in_threadpool(store.read_logs, record.id, task, last_id)
-            for line in batch:
-                yield f"event: line\nid: {line.id}\ndata: {json.dumps(_line(line))}\n\n"
-            if batch:
-                last_id, quiet_since = batch[-1].id, time.monotonic()
-                continue
-            current = await run_in_threadpool(store.get_run, record.id)
-            if TaskStatus(current.task(task).status).finished or RunStatus(
-                    current.status).finished:
-                if not await run_in_threadpool(store.read_logs, record.id, task, last_id):
-                    yield f"event: end\ndata: {json.dumps({'status': current.task(task).status})}\n\n"
-                    return
-            elif time.monotonic() - quiet_since > KEEPALIVE_EVERY:
-                quiet_since = time.monotonic()
-                yield ": still watching\n\n"
-            await asyncio.sleep(WATCH_EVERY)
+    async def look() -> tuple[list[str], bool]:
+        nonlocal last_id
+        batch = await run_in_threadpool(store.read_logs, record.id, task, last_id)
+        if batch:
+            last_id = batch[-1].id
+            return [f"event: line\nid: {line.id}\ndata: {json.dumps(_line(line))}\n\n"
+                    for line in batch], False
+        current = await run_in_threadpool(store.get_run, record.id)
+        status = current.task(task).status
+        if not (TaskStatus(status).finished or RunStatus(current.status).finished):
+            return [], False
+        if await run_in_threadpool(store.read_logs, record.id, task, last_id):
+            return [], False  # lines written just before the end: the next look sends them
+        return [f"event: end\ndata: {json.dumps({'status': status})}\n\n"], True
 
-    return _event_stream(lines())
+    return _event_stream(_watch(request, look))
 
 
 @router.get("/runs/{run_id}/tasks/{task}/artifacts")
@@ -203,6 +195,27 @@ def _dependencies(spec_text: str) -> dict[str, list[str]]:
 def _line(line) -> dict:
     return {"id": line.id, "attempt": line.attempt, "rank": line.rank, "stream": line.stream,
             "at": line.at, "text": line.text}
+
+
+async def _watch(request: Request,
+                 look: Callable[[], Awaitable[tuple[list[str], bool]]]) -> AsyncIterator[str]:
+    """Server-sent events from looking at the store: what `look` finds is sent at once and
+    looked for again without a pause; otherwise look again after WATCH_EVERY, with a comment
+    line now and then to keep a quiet stream open, until `look` says done or the client goes."""
+    quiet_since = time.monotonic()
+    while not await request.is_disconnected():
+        events, done = await look()
+        for event in events:
+            yield event
+        if done:
+            return
+        if events:
+            quiet_since = time.monotonic()
+            continue
+        if time.monotonic() - quiet_since > KEEPALIVE_EVERY:
+            quiet_since = time.monotonic()
+            yield ": still watching\n\n"
+        await asyncio.sleep(WATCH_EVERY)
 
 
 def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
