@@ -45,6 +45,21 @@ export function clear(el) {
   return el;
 }
 
+// A button that acts on a second click within 4 s; the first click asks to be sure.
+export function confirmButton(attrs, label, sureLabel, action) {
+  let armed = false;
+  const button = h("button", { type: "button", ...attrs, onclick: () => {
+    if (!armed) {
+      armed = true;
+      button.textContent = sureLabel;
+      setTimeout(() => { armed = false; button.textContent = label; }, 4000);
+      return;
+    }
+    return action(button);
+  } }, label);
+  return button;
+}
+
 export function replace(el, ...children) {
   clear(el);
   return append(el, children);

@@ -1,21 +1,11 @@
 // A pipeline's schedules (cron) and notifications (webhooks).
 
-import { h, replace, table, statusBadge, fmtTime, fmtAgo } from "../dom.js";
+import { h, replace, table, statusBadge, fmtTime, fmtAgo, confirmButton } from "../dom.js";
 import { get, post, del, enc, attempt, banner } from "../api.js";
 
-function removeButton(action, label = "Remove") {
-  let armed = false;
-  const button = h("button", { type: "button", class: "small danger", "data-action": "remove",
-    onclick: async () => {
-      if (!armed) {
-        armed = true;
-        button.textContent = "Sure?";
-        setTimeout(() => { armed = false; button.textContent = label; }, 4000);
-        return;
-      }
-      await attempt(action, { button });
-    } }, label);
-  return button;
+function removeButton(action) {
+  return confirmButton({ class: "small danger", "data-action": "remove" }, "Remove", "Sure?",
+    (button) => attempt(action, { button }));
 }
 
 export async function loadSchedules(container, pipeline) {

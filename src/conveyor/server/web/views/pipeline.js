@@ -1,6 +1,6 @@
 // #/pipelines/NAME: the DAG with a task form, the YAML, a run form, usage, schedules, notifications.
 
-import { h, replace, card, fmtAgo, fmtTime } from "../dom.js";
+import { h, replace, card, fmtAgo, fmtTime, confirmButton } from "../dom.js";
 import { get, post, put, del, enc, attempt, banner, showError, ApiError } from "../api.js";
 import { drawDag } from "../dag.js";
 import { taskForm, parseEnvLines } from "./taskform.js";
@@ -36,21 +36,12 @@ export async function pipelinePageView(ctx) {
       runPanel.hidden = !runPanel.hidden;
       if (!runPanel.hidden) renderRunForm();
     } }, "Run…");
-  let deleteArmed = false;
-  const deleteButton = h("button", { type: "button", class: "danger", "data-action": "delete-pipeline",
-    onclick: () => {
-      if (!deleteArmed) {
-        deleteArmed = true;
-        deleteButton.textContent = "Click again to delete";
-        setTimeout(() => { deleteArmed = false; deleteButton.textContent = "Delete"; }, 4000);
-        return;
-      }
-      attempt(async () => {
-        await del(`/api/pipelines/${enc(name)}`);
-        banner(`Deleted pipeline ${name}; its runs stay.`, "info");
-        location.hash = "#/pipelines";
-      }, { button: deleteButton });
-    } }, "Delete");
+  const deleteButton = confirmButton({ class: "danger", "data-action": "delete-pipeline" },
+    "Delete", "Click again to delete", (button) => attempt(async () => {
+      await del(`/api/pipelines/${enc(name)}`);
+      banner(`Deleted pipeline ${name}; its runs stay.`, "info");
+      location.hash = "#/pipelines";
+    }, { button }));
 
   function renderRunForm() {
     const boxes = pipeline.tasks.map((t) => h("label", { class: "check" },

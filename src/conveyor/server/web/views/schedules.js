@@ -1,6 +1,6 @@
 // #/schedules: every schedule, when it is due next, and its recent ticks.
 
-import { h, replace, card, table, statusBadge, fmtAgo, fmtTime } from "../dom.js";
+import { h, replace, card, table, statusBadge, fmtAgo, fmtTime, confirmButton } from "../dom.js";
 import { get, del, enc, attempt } from "../api.js";
 
 export async function schedulesView(ctx) {
@@ -16,19 +16,11 @@ export async function schedulesView(ctx) {
           h("span", { class: "clamp" }, t.message || "")]),
         "No ticks yet."));
     }).catch((err) => replace(ticks, h("p", { class: "error-text" }, err.message)));
-    let armed = false;
-    const remove = h("button", { type: "button", class: "small danger", onclick: () => {
-      if (!armed) {
-        armed = true;
-        remove.textContent = "Sure?";
-        setTimeout(() => { armed = false; remove.textContent = "Remove"; }, 4000);
-        return;
-      }
-      attempt(async () => {
+    const remove = confirmButton({ class: "small danger" }, "Remove", "Sure?",
+      (button) => attempt(async () => {
         await del(`/api/schedules/${enc(sc.id)}`);
         el.remove();
-      }, { button: remove });
-    } }, "Remove");
+      }, { button }));
     const el = h("section", { class: "card", "data-schedule": sc.id },
       h("div", { class: "card-head" },
         h("h2", {}, h("a", { href: `#/pipelines/${enc(sc.pipeline)}?tab=automation` }, sc.pipeline), " ",

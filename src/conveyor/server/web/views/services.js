@@ -1,6 +1,6 @@
 // #/services: model services with their replicas, Stop, a gateway token, and a small chat.
 
-import { h, replace, card, table, statusBadge, fmtAgo, fmtTime } from "../dom.js";
+import { h, replace, card, table, statusBadge, fmtAgo, fmtTime, confirmButton } from "../dom.js";
 import { get, post, enc, attempt, banner } from "../api.js";
 
 const REFRESH_MS = 5000;
@@ -82,19 +82,11 @@ function chatBox(name) {
 function serviceCard(service) {
   const statusArea = h("div", {});
   const tokenArea = h("div", { class: "token-area" });
-  let stopArmed = false;
-  const stop = h("button", { type: "button", class: "danger", "data-action": "stop", onclick: () => {
-    if (!stopArmed) {
-      stopArmed = true;
-      stop.textContent = "Click again to stop";
-      setTimeout(() => { stopArmed = false; stop.textContent = "Stop"; }, 4000);
-      return;
-    }
-    attempt(async () => {
+  const stop = confirmButton({ class: "danger", "data-action": "stop" }, "Stop",
+    "Click again to stop", (button) => attempt(async () => {
       fill(await post(`/api/services/${enc(service.name)}/stop`));
       banner(`Stopping ${service.name}.`, "info");
-    }, { button: stop });
-  } }, "Stop");
+    }, { button }));
   const tokenButton = h("button", { type: "button", "data-action": "token", onclick: () => attempt(async () => {
     const answer = await post(`/api/services/${enc(service.name)}/token`, { hours: 24 });
     const field = h("input", { type: "text", readonly: true, value: answer.token, class: "mono grow",

@@ -1,7 +1,7 @@
 // The form of one task: every field of pipeline.yaml a user edits often; the task's other
 // fields (description aside) are kept as they were.
 
-import { h } from "../dom.js";
+import { h, confirmButton } from "../dom.js";
 
 function field(key, label, input, hint) {
   return h("label", { class: "field", "data-field": key }, h("span", { class: "label" }, label), input,
@@ -87,17 +87,8 @@ export function taskForm({ task, others, onSave, onDuplicate, onDelete, onClose,
 
   const save = h("button", { type: "submit", class: "primary", "data-action": "save-task" },
     isNew ? "Add task" : "Save task");
-  let deleteArmed = false;
-  const del = isNew ? null : h("button", { type: "button", class: "danger", "data-action": "delete-task",
-    onclick: () => {
-      if (!deleteArmed) {
-        deleteArmed = true;
-        del.textContent = "Click again to delete";
-        setTimeout(() => { deleteArmed = false; del.textContent = "Delete"; }, 4000);
-        return;
-      }
-      onDelete(del);
-    } }, "Delete");
+  const del = isNew ? null : confirmButton({ class: "danger", "data-action": "delete-task" },
+    "Delete", "Click again to delete", onDelete);
   const dup = isNew ? null : h("button", { type: "button", "data-action": "duplicate-task",
     onclick: () => onDuplicate(dup) }, "Duplicate");
 
