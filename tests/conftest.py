@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -161,6 +162,32 @@ def sample_dataset(tmp_path_factory) -> Path:
     prepare(out, PrepareConfig(), SAMPLE_DATA / "exam", SAMPLE_DATA / "terms",
             SAMPLE_DATA / "transcripts")
     return out / "dataset"
+
+
+# A process to meter: holds MB megabytes (bytearray zero-fills, so every page is resident) for
+# HOLD seconds after burning BURN seconds of CPU time.
+LOAD = """
+import sys, time
+mb, burn, hold = (float(arg) for arg in sys.argv[1:])
+block = bytearray(int(mb * 2**20))
+start = time.process_time()
+while time.process_time() - start < burn:
+    pass
+time.sleep(hold)
+"""
+
+
+@pytest.fixture
+def load(tmp_path: Path):
+    """The shell command of a Python process that takes `mb` MB, burns `burn` s, holds `hold` s."""
+    script = tmp_path / "load.py"
+    script.write_text(LOAD)
+
+    def command(mb: float = 0, burn: float = 0, hold: float = 0) -> str:
+        return f"{shlex.quote(sys.executable)} {script} {mb} {burn} {hold}"
+
+    return command
+
 
 # Model services. A stand-in runtime for the cmd and custom variants: a stdlib HTTP server on $PORT that says
 # which replica answered; /health fails while the file named by $SICK_FILE exists.

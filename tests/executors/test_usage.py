@@ -5,39 +5,12 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
-
-import pytest
 
 from conveyor.executors.base import Exit, JobKey, Launch
 from conveyor.executors.local import LocalExecutor
 from conveyor.executors.usage import MIB, Usage, UsageMeter, add_up, parse_gpu_apps
-
-# Holds MB megabytes (bytearray zero-fills, so every page is resident) for HOLD seconds
-# after burning BURN seconds of CPU time.
-LOAD = """
-import sys, time
-mb, burn, hold = (float(arg) for arg in sys.argv[1:])
-block = bytearray(int(mb * 2**20))
-start = time.process_time()
-while time.process_time() - start < burn:
-    pass
-time.sleep(hold)
-"""
-
-
-@pytest.fixture
-def load(tmp_path: Path):
-    """The shell command of a Python process that takes `mb` MB, burns `burn` s, holds `hold` s."""
-    script = tmp_path / "load.py"
-    script.write_text(LOAD)
-
-    def command(mb: float = 0, burn: float = 0, hold: float = 0) -> str:
-        return f"{shlex.quote(sys.executable)} {script} {mb} {burn} {hold}"
-
-    return command
 
 
 def run_job(command: str, cwd: Path) -> Exit:

@@ -4,36 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import sys
-from pathlib import Path
-
-import pytest
 
 from conveyor.executors.usage import MIB, Usage
 from conveyor.pipelines.runs import run_as_json
-
-LOAD = """
-import sys, time
-mb, burn, hold = (float(arg) for arg in sys.argv[1:])
-block = bytearray(int(mb * 2**20))
-start = time.process_time()
-while time.process_time() - start < burn:
-    pass
-time.sleep(hold)
-"""
-
-
-@pytest.fixture
-def load(tmp_path: Path):
-    """The shell command of a Python process that takes `mb` MB, burns `burn` s, holds `hold` s."""
-    script = tmp_path / "load.py"
-    script.write_text(LOAD)
-
-    def command(mb: float = 0, burn: float = 0, hold: float = 0) -> str:
-        return f"{shlex.quote(sys.executable)} {script} {mb} {burn} {hold}"
-
-    return command
 
 
 def test_each_task_records_what_its_last_attempt_used(write_pipeline, execute, store, load):
