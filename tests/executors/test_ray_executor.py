@@ -22,16 +22,52 @@ HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello" / "pipeline.y
 
 
 @pytest.fixture
-def on_ray(store, settings, ray_cluster):
+def ray_run(store, settings, ray_cluster):
+    """Create a run of a pipeline file for the cluster; returns its id."""
+    return lambda path, **options: create_run(store, settings, path, executor="ray",
+                                              ray_address=ray_cluster.address, **options)
+
+
+@pytest.fixture
+def on_ray(store, settings, ray_run):
     """Create a run for the cluster and drive it to the end in this process."""
 
     def run(path: Path, **options):
-        run_id = create_run(store, settings, path, executor="ray",
-                            ray_address=ray_cluster.address, **options)
+        run_id = ray_run(path, **options)
         RunEngine(store, settings, run_id).execute()
         return store.get_run(run_id)
 
     return run
+
+
+class Background:
+    """A run driven by an engine in a thread, so that the test can act while it runs."""
+
+    def __init__(self, store, settings, run_id: str):
+        self.run_id = run_id
+        self.engine = RunEngine(store, settings, run_id)
+        self.outcome: list[str] = []
+        self.thread = threading.Thread(target=lambda: self.outcome.append(self.engine.execute()))
+        self.thread.start()
+
+    def finished_within(self, seconds: float) -> bool:
+        self.thread.join(seconds)
+        return not self.thread.is_alive()
+
+
+@pytest.fixture
+def in_background(store, settings, ray_run):
+    """Start runs in the background; whatever is still running is cancelled afterwards."""
+    started: list[Background] = []
+
+    def start(path: Path) -> Background:
+        started.append(Background(store, settings, ray_run(path)))
+        return started[-1]
+
+    yield start
+    for run in started:
+        run.engine.cancel()
+        run.thread.join(60)
 
 
 def output(store, run, task: str) -> list[str]:
@@ -40,6 +76,16 @@ def output(store, run, task: str) -> list[str]:
 
 def values(lines: list[str]) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def said_died(store, run_id: str, task: str) -> bool:
+    """Whether one of the task's status changes says its node or worker died."""
+    return any("died" in (e["message"] or "") for e in store.list_events(run_id)
+               if e["task"] == task)
 
 
 def test_the_hello_example_runs_unchanged_from_the_cli(cli, ray_cluster, store):
@@ -130,8 +176,7 @@ def test_requests_no_node_can_hold_fail_at_once(on_ray, write_pipeline):
     assert "must be whole" in run.task("uneven").message
 
 
-def test_cancel_kills_the_remote_process_group(store, settings, ray_cluster, write_pipeline,
-                                               wait_until):
+def test_cancel_kills_the_remote_process_group(store, in_background, write_pipeline, wait_until):
     path = write_pipeline("""\
         name: long
         tasks:
@@ -139,29 +184,20 @@ def test_cancel_kills_the_remote_process_group(store, settings, ray_cluster, wri
           command: sleep 300 & echo "child=$!"; wait
           environment: {scaling-group: gpu-group}
         """)
-    run_id = create_run(store, settings, path, executor="ray", ray_address=ray_cluster.address)
-    engine = RunEngine(store, settings, run_id)
-    outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(engine.execute()))
-    worker.start()
-    try:
-        wait_until(lambda: any(line.text.startswith("child=")
-                               for line in store.read_logs(run_id, "sleeper")), timeout=60)
-        child = int(store.read_logs(run_id, "sleeper")[0].text.split("=")[1])
-        assert psutil.pid_exists(child)
-        engine.cancel()
-        worker.join(60)
-        assert outcome == ["cancelled"]
-        assert store.get_run(run_id).task("sleeper").status == "cancelled"
-        wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status()
-                   == psutil.STATUS_ZOMBIE, timeout=20)
-    finally:
-        engine.cancel()
-        worker.join(60)
+    run = in_background(path)
+    wait_until(lambda: any(line.text.startswith("child=")
+                           for line in store.read_logs(run.run_id, "sleeper")), timeout=60)
+    child = int(store.read_logs(run.run_id, "sleeper")[0].text.split("=")[1])
+    assert psutil.pid_exists(child)
+    run.engine.cancel()
+    assert run.finished_within(60)
+    assert run.outcome == ["cancelled"]
+    assert store.get_run(run.run_id).task("sleeper").status == "cancelled"
+    wait_until(lambda: gone(child), timeout=20)
 
 
 def test_a_node_that_dies_fails_the_attempt_and_it_is_retried(
-        store, settings, ray_cluster, write_pipeline, wait_until):
+        store, ray_cluster, in_background, write_pipeline, wait_until):
     ray_cluster.start_node(["--num-cpus=1", '--resources={"doomed-group": 1000}'])
     doomed = ray_cluster.node_with("doomed-group")
     path = write_pipeline("""\
@@ -172,41 +208,31 @@ def test_a_node_that_dies_fails_the_attempt_and_it_is_retried(
           environment: {scaling-group: doomed-group}
           retry: {max_attempts: 2}
         """)
-    run_id = create_run(store, settings, path, executor="ray", ray_address=ray_cluster.address)
-    outcome = []
-    engine = RunEngine(store, settings, run_id)
-    worker = threading.Thread(target=lambda: outcome.append(engine.execute()))
-    worker.start()
+    run = in_background(path)
     try:
-        wait_until(lambda: store.read_logs(run_id, "victim"), timeout=60)
-        assert store.read_logs(run_id, "victim")[0].text == f"node={doomed}"
-        raylets = [p for p in ray_cluster.processes("raylet")
-                   if f"--node_id={doomed}" in " ".join(p.cmdline())
-                   or doomed in " ".join(p.cmdline())]
+        wait_until(lambda: store.read_logs(run.run_id, "victim"), timeout=60)
+        assert store.read_logs(run.run_id, "victim")[0].text == f"node={doomed}"
+        raylets = [p for p in ray_cluster.processes("raylet") if doomed in " ".join(p.cmdline())]
         assert raylets, "the doomed node's raylet was not found"
         for process in raylets:
             os.kill(process.pid, signal.SIGKILL)
-        worker.join(120)
-        assert not worker.is_alive(), "the engine hangs on a dead node"
+        assert run.finished_within(120), "the engine hangs on a dead node"
     finally:
-        engine.cancel()
-        worker.join(60)
         # a real node takes its processes with it; this one leaves the task's session behind
-        for line in store.read_logs(run_id, "victim"):
+        for line in store.read_logs(run.run_id, "victim"):
             if line.text.startswith("group="):
                 kill_group(int(line.text.split("=")[1]))
-    run = store.get_run(run_id)
-    attempts = store.list_attempts(run_id, "victim")
-    assert outcome == ["failed"] and len(attempts) == 2
+    message = store.get_run(run.run_id).task("victim").message
+    attempts = store.list_attempts(run.run_id, "victim")
+    assert run.outcome == ["failed"] and len(attempts) == 2
     assert attempts[0].outcome == "failed"
     # the retry finds the node gone, or lands on it before Ray has noticed and dies too
-    assert "can never run" in run.task("victim").message or "died" in run.task("victim").message
-    events = [e["message"] or "" for e in store.list_events(run_id) if e["task"] == "victim"]
-    assert any("died" in message for message in events), events
+    assert "can never run" in message or "died" in message
+    assert said_died(store, run.run_id, "victim")
 
 
 def test_a_killed_worker_fails_the_attempt_and_leaves_nothing_running(
-        store, settings, ray_cluster, write_pipeline, wait_until):
+        store, in_background, write_pipeline, wait_until):
     path = write_pipeline("""\
         name: worker-dies
         tasks:
@@ -218,27 +244,16 @@ def test_a_killed_worker_fails_the_attempt_and_leaves_nothing_running(
             echo "attempt $CONVEYOR_ATTEMPT done"
           retry: {max_attempts: 2}
         """)
-    run_id = create_run(store, settings, path, executor="ray", ray_address=ray_cluster.address)
-    outcome = []
-    engine = RunEngine(store, settings, run_id)
-    worker = threading.Thread(target=lambda: outcome.append(engine.execute()))
-    worker.start()
-    try:
-        wait_until(lambda: len(store.read_logs(run_id, "victim")) >= 2, timeout=60)
-        said = values([line.text for line in store.read_logs(run_id, "victim")])
-        child, ray_worker = int(said["child"]), int(said["worker"])
-        os.kill(ray_worker, signal.SIGKILL)
-        worker.join(120)
-        assert not worker.is_alive(), "the engine hangs on a dead worker"
-    finally:
-        engine.cancel()
-        worker.join(60)
-    assert outcome == ["succeeded"]
-    attempts = store.list_attempts(run_id, "victim")
+    run = in_background(path)
+    wait_until(lambda: len(store.read_logs(run.run_id, "victim")) >= 2, timeout=60)
+    said = values([line.text for line in store.read_logs(run.run_id, "victim")])
+    child, ray_worker = int(said["child"]), int(said["worker"])
+    os.kill(ray_worker, signal.SIGKILL)
+    assert run.finished_within(120), "the engine hangs on a dead worker"
+    assert run.outcome == ["succeeded"]
+    attempts = store.list_attempts(run.run_id, "victim")
     assert [a.outcome for a in attempts] == ["failed", "succeeded"]
-    assert output(store, store.get_run(run_id), "victim")[-1] == "attempt 2 done"
-    events = [e["message"] or "" for e in store.list_events(run_id) if e["task"] == "victim"]
-    assert any("died" in message for message in events), events
+    assert output(store, store.get_run(run.run_id), "victim")[-1] == "attempt 2 done"
+    assert said_died(store, run.run_id, "victim")
     # the first attempt's own process group went with its worker
-    wait_until(lambda: not psutil.pid_exists(child)
-               or psutil.Process(child).status() == psutil.STATUS_ZOMBIE, timeout=20)
+    wait_until(lambda: gone(child), timeout=20)
