@@ -24,7 +24,6 @@ import math
 import queue
 import signal
 import subprocess
-import sys
 import socket
 import threading
 import time
@@ -266,17 +265,23 @@ def _run_job(launch: Launch, group: PlacementGroup | None, grace: float) -> Iter
 
 
 def _guard(started: Started) -> subprocess.Popen | None:
-    """A process that kills the job's group if this Ray worker dies before the job ends."""
+    """A process that kills the job's group if this Ray worker dies before the job ends.
+
+    A job's bash session is its own group, so it would outlive a Ray worker that is killed
+    or crashes. The guard waits on a pipe from the worker: "done" when the job has ended;
+    a pipe closed without it means the worker is gone. A shell: it starts in a millisecond.
+    """
     if started.pid is None:
         return None
-    return subprocess.Popen([sys.executable, "-m", "conveyor.executors.orphan_guard",
-                             str(started.pid)], stdin=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        ["/bin/sh", "-c", 'read -r said; [ "$said" = done ] || kill -KILL -"$1"', "orphan-guard",
+         str(started.pid)], stdin=subprocess.PIPE, start_new_session=True)
 
 
 def _release(guard: subprocess.Popen | None) -> None:
     """The job has ended: its guard leaves the group alone and exits."""
     if guard is not None:
-        guard.communicate(b"done")
+        guard.communicate(b"done\n")
 
 
 def _node_env(launch: Launch, group: PlacementGroup | None) -> dict[str, str]:
