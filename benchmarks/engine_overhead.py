@@ -34,7 +34,8 @@ def fan_out_and_join(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def time_conveyor(spec: str, folder: Path) -> float:
+def time_conveyor(spec: str, folder: Path, **run_options) -> float:
+    """Seconds to create and execute a run of `spec`; `run_options` go to `create_run`."""
     from conveyor.pipelines.runs import create_run
     from conveyor.pipelines.scheduler import RunEngine
     from conveyor.settings import load_settings
@@ -46,7 +47,7 @@ def time_conveyor(spec: str, folder: Path) -> float:
     store = Store(settings.db_url)
     try:
         started = time.perf_counter()
-        run_id = create_run(store, settings, path)
+        run_id = create_run(store, settings, path, **run_options)
         status = RunEngine(store, settings, run_id).execute()
         elapsed = time.perf_counter() - started
     finally:

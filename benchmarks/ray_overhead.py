@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/ray_overhead.py [--tasks 100] [--repeat 2]
 
 Starts a one-node Ray cluster on loopback in a temporary folder (and stops it by pid),
-then runs, in this one process, a chain of `true` tasks (each waits for the one before,
-so nothing overlaps) through Conveyor's engine with the local executor and with the
-Ray executor. Prints seconds per task for each and their ratio. Best of --repeat runs.
+then runs, in this one process, engine_overhead's chain of `true` tasks (each waits for
+the one before, so nothing overlaps) through Conveyor's engine with the local executor
+and with the Ray executor. Prints seconds per task for each and their ratio. Best of --repeat runs.
 Not a test: it prints figures, it asserts nothing.
 """
 
@@ -18,38 +18,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def chain(n: int) -> str:
-    lines = ["name: chain", "tasks:"]
-    for i in range(n):
-        deps = f", dependencies: [t{i - 1}]" if i else ""
-        lines.append(f"- {{name: t{i}, command: 'true', resources: {{cpu: 0.5}}{deps}}}")
-    return "\n".join(lines) + "\n"
-
-
-def time_run(spec: str, folder: Path, executor: str, address: str | None) -> float:
-    from conveyor.pipelines.runs import create_run
-    from conveyor.pipelines.scheduler import RunEngine
-    from conveyor.settings import load_settings
-    from conveyor.store.repository import Store
-
-    path = folder / f"p{time.monotonic_ns()}.yaml"
-    path.write_text(spec)
-    settings = load_settings()
-    store = Store(settings.db_url)
-    try:
-        started = time.perf_counter()
-        run_id = create_run(store, settings, path, executor=executor, ray_address=address)
-        status = RunEngine(store, settings, run_id).execute()
-        elapsed = time.perf_counter() - started
-    finally:
-        store.close()
-    if status != "succeeded":
-        raise SystemExit(f"the {executor} run ended {status}")
-    return elapsed
+from engine_overhead import chain, time_conveyor  # this folder: run as a script
 
 
 def start_ray(root: Path) -> str:
@@ -87,11 +58,12 @@ def main() -> None:
     os.environ.pop("CONVEYOR_DB_URL", None)
     try:
         address = start_ray(root)
-        time_run(chain(3), root, "local", None)  # warm imports and the database file
-        time_run(chain(3), root, "ray", address)  # join the cluster, start its workers
+        on_ray = {"executor": "ray", "ray_address": address}
+        time_conveyor(chain(3), root)  # warm imports and the database file
+        time_conveyor(chain(3), root, **on_ray)  # join the cluster, start its workers
         spec = chain(args.tasks)
-        local = min(time_run(spec, root, "local", None) for _ in range(args.repeat))
-        ray = min(time_run(spec, root, "ray", address) for _ in range(args.repeat))
+        local = min(time_conveyor(spec, root) for _ in range(args.repeat))
+        ray = min(time_conveyor(spec, root, **on_ray) for _ in range(args.repeat))
         print(f"{'executor':<10}{'tasks':>6}{'seconds':>10}{'ms/task':>10}")
         for label, elapsed in (("local", local), ("ray", ray)):
             print(f"{label:<10}{args.tasks:>6}{elapsed:>10.2f}{elapsed / args.tasks * 1000:>10.1f}")
