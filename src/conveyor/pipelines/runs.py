@@ -18,21 +18,11 @@ from conveyor.settings import Settings
 from conveyor.store.repository import RunRecord, Store
 
 
-def create_run(
-    store: Store,
-    settings: Settings,
-    path: str | Path,
-    skip: list[str] = (),
-    only: list[str] = (),
-    env: dict[str, str] | None = None,
-    started_by: str = "cli",
-    executor: str = "local",
-    ray_address: str | None = None,
-) -> str:
-    """Check the file and the options, then record a pending run; returns its id."""
+def create_run(store: Store, settings: Settings, path: str | Path, **options) -> str:
+    """Check the file and the options (those of `create_run_from_text`), then record a pending
+    run; returns its id."""
     path = Path(path).absolute()
-    return create_run_from_text(store, settings, read_pipeline_text(path), path, skip, only, env, started_by,
-                                executor, ray_address)
+    return create_run_from_text(store, settings, read_pipeline_text(path), path, **options)
 
 
 def create_run_from_text(
