@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from conveyor import __version__
 from conveyor.server.scheduler import FieldError, registered
-from conveyor.settings import Settings, load_settings
+from conveyor.settings import Settings
 from conveyor.store.notifications import NotificationRecord, PendingDelivery
 from conveyor.store.repository import RunRecord, Store
 from conveyor.store.times import now
@@ -120,11 +120,11 @@ def read_metrics(runs_root: Path, run_id: str, tasks: list[str]) -> dict[str, di
 class Notifier:
     """Sends the webhooks of finished runs; `deliver_pending()` is one pass."""
 
-    def __init__(self, store: Store, public_url: str, *, settings: Settings | None = None,
+    def __init__(self, store: Store, public_url: str, *, settings: Settings,
                  interval: float = 2.0, attempts: int = 5, base_delay: float = 1.0,
                  timeout: float = 10.0, stale_after: float = 300.0, workers: int = 4):
         self._store, self._public_url = store, public_url.rstrip("/")
-        self._runs_root = (settings or load_settings()).runs_root
+        self._runs_root = settings.runs_root
         self._interval, self._attempts, self._base_delay = interval, attempts, base_delay
         self._timeout, self._stale_after, self._workers = timeout, stale_after, workers
         self._opener = urllib.request.build_opener(_NoRedirect)
