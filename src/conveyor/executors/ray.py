@@ -110,7 +110,7 @@ def why_never_fits(request: Request, copies: int, scaling_group: str | None,
                    nodes: list[Node]) -> str | None:
     """Why no placement on these nodes could ever hold the job, or None if one could."""
     if request.gpu_shares > 1 and request.gpu_shares != int(request.gpu_shares):
-        return (f"cuda.shares {request.gpu_shares:g}: on Ray a share above 1 must be whole;"
+        return (f"a GPU share of {request.gpu_shares:g}: on Ray a share above 1 must be whole;"
                 f" ask for {math.ceil(request.gpu_shares)}")
     wanted = ray_resources(request, scaling_group)
     if scaling_group and not any(scaling_group in n.resources for n in nodes):

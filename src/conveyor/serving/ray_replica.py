@@ -40,9 +40,6 @@ def join_cluster(address: str | None) -> Capacity:
 
 def check_fits(request: Request, copies: int, scaling_group: str | None) -> None:
     """Refuse, with one line, replicas that no set of live nodes could ever hold."""
-    if request.gpu_shares > 1 and request.gpu_shares != int(request.gpu_shares):
-        raise ConfigError(f"--gpu {request.gpu_shares:g}: on Ray a share above 1 must be whole;"
-                          f" ask for {int(request.gpu_shares) + 1} or at most 1")
     nodes = on_ray.alive_nodes()
     reason = on_ray.why_never_fits(request, copies, scaling_group, nodes)
     if reason is None:
